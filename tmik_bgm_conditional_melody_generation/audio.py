@@ -62,7 +62,7 @@ class Audio:
 
 
 def _fmt_seconds(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}:{secs:02d}"
 
 
@@ -90,10 +90,7 @@ def _wav_truncation(path: Path) -> str | None:
                         return None
                     available = size - (pos + 8)
                     if available < chunk_size:
-                        return (
-                            f"the file holds {available} of the {chunk_size} bytes of audio its "
-                            "header announces"
-                        )
+                        return f"the file holds {available} of the {chunk_size} bytes of audio its header announces"
                     return None
                 pos += 8 + chunk_size + (chunk_size & 1)
             return "the file has no audio data chunk"
@@ -123,8 +120,16 @@ def _probe_ffmpeg(path: Path) -> tuple[int, int] | None:
     if shutil.which("ffprobe") is None:
         return None
     cmd = [
-        "ffprobe", "-v", "error", "-select_streams", "a:0",
-        "-show_entries", "stream=sample_rate,channels", "-of", "csv=p=0", str(path),
+        "ffprobe",
+        "-v",
+        "error",
+        "-select_streams",
+        "a:0",
+        "-show_entries",
+        "stream=sample_rate,channels",
+        "-of",
+        "csv=p=0",
+        str(path),
     ]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
@@ -243,8 +248,7 @@ def load_audio(
     if max_seconds is not None and duration > max_seconds:
         raise AudioError(
             "too_long",
-            f"The track is over {_fmt_seconds(max_seconds)} long, the limit. "
-            "Trim it and upload it again.",
+            f"The track is over {_fmt_seconds(max_seconds)} long, the limit. Trim it and upload it again.",
         )
     if duration < min_seconds:
         raise AudioError(

@@ -41,9 +41,7 @@ class Config:
 def load() -> Config:
     """Read the service configuration from the environment."""
     return Config(
-        shared_data_dir=Path(
-            os.environ.get("SHARED_DATA_DIR", str(REPO_ROOT / "shared_data"))
-        ).resolve(),
+        shared_data_dir=Path(os.environ.get("SHARED_DATA_DIR", str(REPO_ROOT / "shared_data"))).resolve(),
         host=os.environ.get("MELODY_SERVICE_HOST", "127.0.0.1"),
         port=_int("MELODY_SERVICE_PORT", 8001),
         max_audio_seconds=_float("MAX_AUDIO_SECONDS", 900.0),

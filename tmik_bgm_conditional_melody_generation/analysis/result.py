@@ -25,7 +25,7 @@ class Analysis:
     sections: list[tuple[float, float, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        r3 = lambda x: round(float(x), 3)  # noqa: E731 - millisecond precision is plenty
+        r3 = lambda x: round(float(x), 3)
         return {
             "duration": r3(self.duration),
             "tempo": round(float(self.tempo), 2),

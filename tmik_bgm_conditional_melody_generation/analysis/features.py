@@ -1,0 +1,155 @@
+"""Frame-level features of a mono signal: onset envelopes, pitch salience, timbre.
+
+Everything downstream (beats, meter, chords, key, sections) is computed from these
+arrays, so each signal transform runs once per track.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+import scipy.ndimage
+
+SAMPLE_RATE = 22050
+ONSET_HOP = 256  # 86.1 frames per second: 11.6 ms steps for beat placement
+PITCH_HOP = 512
+N_FFT = 2048
+PITCH_FMIN_MIDI = 24  # C1
+PITCH_OCTAVES = 7
+BINS_PER_SEMITONE = 3
+BASS_MAX_MIDI = 52  # E3: the range where bass lines sit
+
+
+@dataclass
+class Features:
+    """Frame features of one track.
+
+    onset : (n,) full-band spectral flux of decibels at ``onset_fps`` frames per second.
+    accent : (n,) full-band flux of a milder compression (keeps loud attacks louder).
+    onset_low : (n,) accent flux below ~200 Hz (kick drum, bass notes).
+    pitch : (84, m) semitone salience C1..B7 (log-compressed CQT magnitude) at ``pitch_fps``.
+    mfcc : (13, m) timbre, same frames as ``pitch``.
+    """
+
+    onset: np.ndarray
+    accent: np.ndarray
+    onset_low: np.ndarray
+    onset_fps: float
+    pitch: np.ndarray
+    mfcc: np.ndarray
+    pitch_fps: float
+    duration: float
+
+    def onset_times(self) -> np.ndarray:
+        return np.arange(len(self.onset)) / self.onset_fps
+
+    def pitch_times(self) -> np.ndarray:
+        return np.arange(self.pitch.shape[1]) / self.pitch_fps
+
+
+def _flux(log_mel: np.ndarray) -> np.ndarray:
+    """Positive spectral flux against the frequency-max-filtered frame two steps back.
+
+    The max filter (SuperFlux) stops vibrato and slow glides registering as onsets,
+    which matters for sustained pads and strings.
+    """
+    ref = scipy.ndimage.maximum_filter1d(log_mel, size=3, axis=0)
+    flux = np.maximum(0.0, log_mel[:, 2:] - ref[:, :-2])
+    return np.pad(flux, ((0, 0), (2, 0)))
+
+
+def onset_envelopes(y: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Onset envelopes of ``y``: (onset, accent, low-band accent), one value per frame.
+
+    ``onset`` is flux of decibels: soft attacks (off-beat chords, hi-hats) register next
+    to loud ones, which is what placing beats needs. ``accent`` is flux of a milder
+    compression that keeps loud attacks louder, which is what telling the beat from its
+    subdivision, and the downbeat from other beats, needs.
+    """
+    spec = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=ONSET_HOP, center=True)) ** 2
+    mel = librosa.feature.melspectrogram(S=spec, sr=sr, n_mels=96, fmin=27.5, fmax=sr / 2)
+    onset = _flux(librosa.power_to_db(mel, ref=np.max, top_db=80.0)).mean(axis=0)
+    accent_flux = _flux(np.log1p(1000.0 * mel / (mel.max() + 1e-12)))
+    low = librosa.mel_frequencies(n_mels=96, fmin=27.5, fmax=sr / 2) < 200.0
+    return (
+        onset.astype(np.float32),
+        accent_flux.mean(axis=0).astype(np.float32),
+        accent_flux[low].mean(axis=0).astype(np.float32),
+    )
+
+
+def pitch_salience(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Semitone salience (84 semitones from C1), tuning-corrected, log-compressed."""
+    n_bins = 12 * PITCH_OCTAVES * BINS_PER_SEMITONE
+    cqt = np.abs(
+        librosa.cqt(
+            y,
+            sr=sr,
+            hop_length=PITCH_HOP,
+            fmin=librosa.midi_to_hz(PITCH_FMIN_MIDI),
+            n_bins=n_bins,
+            bins_per_octave=12 * BINS_PER_SEMITONE,
+        )
+    )
+    # Estimate the tuning offset (in thirds of a semitone) from where the energy sits.
+    per_offset = cqt.reshape(12 * PITCH_OCTAVES, BINS_PER_SEMITONE, -1).sum(axis=(0, 2))
+    shift = int(np.argmax(per_offset)) - BINS_PER_SEMITONE // 2
+    if shift:
+        cqt = np.roll(cqt, -shift, axis=0)
+    semis = cqt.reshape(12 * PITCH_OCTAVES, BINS_PER_SEMITONE, -1)
+    # Keep the centre bin plus half of its neighbours: sharp enough to separate semitones.
+    weights = np.array([0.5, 1.0, 0.5])[:, None]
+    sal = (semis * weights).sum(axis=1)
+    return np.log1p(1000.0 * sal / (sal.max() + 1e-12)).astype(np.float32)
+
+
+def compute_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> Features:
+    """All frame features of a mono signal at ``sr`` (22.05 kHz expected)."""
+    onset, accent, onset_low = onset_envelopes(y, sr)
+    pitch = pitch_salience(y, sr)
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=N_FFT, hop_length=PITCH_HOP, n_mels=40)
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=13)
+    n = min(pitch.shape[1], mfcc.shape[1])
+    return Features(
+        onset=onset,
+        accent=accent,
+        onset_low=onset_low,
+        onset_fps=sr / ONSET_HOP,
+        pitch=pitch[:, :n],
+        mfcc=mfcc[:, :n].astype(np.float32),
+        pitch_fps=sr / PITCH_HOP,
+        duration=len(y) / sr,
+    )
+
+
+def chroma_from_pitch(pitch: np.ndarray, max_midi: int | None = None, min_midi: int | None = None) -> np.ndarray:
+    """Fold semitone salience (rows from C1) into 12 pitch classes, optionally within a MIDI range."""
+    midi = np.arange(pitch.shape[0]) + PITCH_FMIN_MIDI
+    keep = np.ones_like(midi, dtype=bool)
+    if max_midi is not None:
+        keep &= midi <= max_midi
+    if min_midi is not None:
+        keep &= midi >= min_midi
+    chroma = np.zeros((12, pitch.shape[1]), dtype=np.float32)
+    for pc in range(12):
+        chroma[pc] = pitch[keep & (midi % 12 == pc)].sum(axis=0)
+    return chroma
+
+
+def sync(frames: np.ndarray, fps: float, boundaries: np.ndarray, aggregate=np.mean) -> np.ndarray:
+    """Aggregate feature columns between successive ``boundaries`` (seconds).
+
+    Returns one column per interval ``[boundaries[i], boundaries[i+1])``; an interval with
+    no frame takes the nearest frame.
+    """
+    n = frames.shape[-1]
+    idx = np.clip(np.round(np.asarray(boundaries) * fps).astype(int), 0, n)
+    out = np.empty(frames.shape[:-1] + (len(idx) - 1,), dtype=np.float32)
+    for i in range(len(idx) - 1):
+        a, b = idx[i], max(idx[i + 1], idx[i] + 1)
+        if a >= n:
+            a, b = n - 1, n
+        out[..., i] = aggregate(frames[..., a:b], axis=-1)
+    return out
