@@ -131,3 +131,16 @@ def test_progress_reports_stages_and_can_cancel(pop_44):
 def test_rejects_out_of_range_sensitivity(pop_44):
     with pytest.raises(ValueError, match="sensitivity"):
         run(pop_44, sensitivity=1.5)
+
+
+@pytest.mark.parametrize("kind", ["drone", "noise"])
+def test_music_without_a_pulse_still_gets_a_complete_analysis(kind):
+    sr = 22050
+    t = np.arange(sr * 12) / sr
+    if kind == "drone":
+        y = 0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 329.6 * t)
+    else:
+        y = 0.1 * np.random.default_rng(0).standard_normal(len(t))
+    result = analyze(Audio(y.astype(np.float32), sr, sr, 1, "synthetic"))
+    assert len(result.beats) >= 2 and result.tempo > 0
+    assert result.chords[-1][1] == pytest.approx(12.0) and result.sections[-1][1] == pytest.approx(12.0)

@@ -21,7 +21,12 @@ MIN_SECTION_BARS = 4
 def bar_features(features: Features, downbeats: np.ndarray, duration: float) -> tuple[np.ndarray, np.ndarray]:
     """Unit-norm feature vector per bar and the bar boundaries (seconds, 0 and end included)."""
     bounds = np.unique(np.concatenate([[0.0], downbeats, [duration]]))
+    # Drop slivers (a downbeat right at the start or the end) but always end at the end.
     bounds = bounds[np.concatenate([[True], np.diff(bounds) > 0.2])]
+    if len(bounds) > 1:
+        bounds[-1] = duration
+    else:
+        bounds = np.array([0.0, duration])
     pitch_fps = features.pitch_fps
     treble = sync(chroma_from_pitch(features.pitch, min_midi=BASS_MAX_MIDI + 1), pitch_fps, bounds)
     bass = sync(chroma_from_pitch(features.pitch, max_midi=BASS_MAX_MIDI), pitch_fps, bounds)
