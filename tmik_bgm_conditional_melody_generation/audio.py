@@ -112,7 +112,7 @@ def _decode_soundfile(path: Path) -> tuple[np.ndarray, int, str] | None:
             f"The {info.format} file could not be decoded ({exc}). It may be damaged or "
             "cut short; export it again from your audio editor and re-upload it.",
         ) from exc
-    return data.T, int(rate), info.format
+    return data, int(rate), info.format
 
 
 def _probe_ffmpeg(path: Path) -> tuple[int, int] | None:
@@ -164,7 +164,7 @@ def _decode_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, i
         )
     data = np.frombuffer(out.stdout, dtype="<f4")
     usable = len(data) - len(data) % channels
-    data = data[:usable].reshape(-1, channels).T.copy()
+    data = data[:usable].reshape(-1, channels)
     return data, rate, "ffmpeg"
 
 
@@ -228,7 +228,8 @@ def load_audio(
             "Upload a WAV, FLAC, OGG or MP3 file.",
         )
     data, rate, fmt = decoded
-    channels = data.shape[0]
+    # Decoders give (frames, channels); keep that layout, the fast one, until the end.
+    channels = data.shape[1]
 
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AudioError(
@@ -236,15 +237,16 @@ def load_audio(
             f"The file's sample rate is {rate} Hz; supported rates are 8 kHz to 192 kHz. "
             "Convert it (44.1 or 48 kHz is ideal) and upload it again.",
         )
-    if data.shape[1] == 0:
+    if data.shape[0] == 0:
         raise AudioError("empty_file", "The file contains no audio samples.")
-    if not np.isfinite(data).all():
+    # One reduction finds a NaN or infinity anywhere (they propagate into the sum).
+    if not np.isfinite(data.sum(dtype=np.float64)):
         raise AudioError(
             "non_finite_samples",
             "The file contains invalid samples (NaN or infinity), so it is damaged. "
             "Export it again from your audio editor.",
         )
-    duration = data.shape[1] / rate
+    duration = data.shape[0] / rate
     if max_seconds is not None and duration > max_seconds:
         raise AudioError(
             "too_long",
@@ -256,7 +258,7 @@ def load_audio(
             f"The track is {duration:.1f} s long; at least {min_seconds:g} s is needed "
             "to find its beat, key and chords.",
         )
-    if float(np.max(np.abs(data))) < SILENCE_PEAK:
+    if max(float(data.max()), -float(data.min())) < SILENCE_PEAK:
         raise AudioError(
             "silent_audio",
             "The track is silent (nothing louder than -66 dBFS). Check that the right "
@@ -264,15 +266,13 @@ def load_audio(
         )
 
     if mono and channels > 1:
-        data = data.mean(axis=0, keepdims=True)
+        data = (data @ np.full((channels, 1), 1.0 / channels, dtype=data.dtype)).astype(np.float32)
     if sample_rate is not None and sample_rate != rate:
-        data = soxr.resample(data.T, rate, sample_rate, quality="HQ").T
+        data = soxr.resample(data, rate, sample_rate, quality="HQ")
         out_rate = sample_rate
     else:
         out_rate = rate
-    data = np.ascontiguousarray(data, dtype=np.float32)
-    if mono:
-        data = data[0]
+    data = np.ascontiguousarray(data[:, 0] if mono else data.T, dtype=np.float32)
     log.debug("loaded %s: %s, %d ch, %d Hz, %.1f s", path.name, fmt, channels, rate, duration)
     return Audio(
         samples=data,

@@ -6,6 +6,7 @@ arrays, so each signal transform runs once per track.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import librosa
@@ -60,19 +61,42 @@ def _flux(log_mel: np.ndarray) -> np.ndarray:
     return np.pad(flux, ((0, 0), (2, 0)))
 
 
-def onset_envelopes(y: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Onset envelopes of ``y``: (onset, accent, low-band accent), one value per frame.
+def mel_spectrogram(
+    y: np.ndarray, sr: int = SAMPLE_RATE, tick: Callable[[float], None] | None = None, chunk_s: float = 20.0
+) -> np.ndarray:
+    """96-band mel power spectrogram at ``ONSET_HOP``, computed in chunks.
+
+    Chunking keeps memory flat on long tracks and calls ``tick(fraction)`` between
+    chunks, so a caller can report progress or cancel within a fraction of a second.
+    """
+    pad = N_FFT // 2
+    padded = np.pad(y, pad, mode="constant")
+    n_frames = 1 + len(y) // ONSET_HOP
+    per_chunk = max(1, int(chunk_s * sr / ONSET_HOP))
+    fb = librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=96, fmin=27.5, fmax=sr / 2)
+    out = np.empty((96, n_frames), dtype=np.float32)
+    for start in range(0, n_frames, per_chunk):
+        stop = min(n_frames, start + per_chunk)
+        seg = padded[start * ONSET_HOP : (stop - 1) * ONSET_HOP + N_FFT]
+        seg = np.pad(seg, (0, max(0, (stop - 1 - start) * ONSET_HOP + N_FFT - len(seg))))
+        spec = np.abs(librosa.stft(seg, n_fft=N_FFT, hop_length=ONSET_HOP, center=False)) ** 2
+        out[:, start:stop] = fb @ spec[:, : stop - start]
+        if tick is not None:
+            tick(stop / n_frames)
+    return out
+
+
+def onset_envelopes(mel: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Onset envelopes from a :func:`mel_spectrogram`: (onset, accent, low-band accent).
 
     ``onset`` is flux of decibels: soft attacks (off-beat chords, hi-hats) register next
     to loud ones, which is what placing beats needs. ``accent`` is flux of a milder
     compression that keeps loud attacks louder, which is what telling the beat from its
     subdivision, and the downbeat from other beats, needs.
     """
-    spec = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=ONSET_HOP, center=True)) ** 2
-    mel = librosa.feature.melspectrogram(S=spec, sr=sr, n_mels=96, fmin=27.5, fmax=sr / 2)
     onset = _flux(librosa.power_to_db(mel, ref=np.max, top_db=80.0)).mean(axis=0)
     accent_flux = _flux(np.log1p(1000.0 * mel / (mel.max() + 1e-12)))
-    low = librosa.mel_frequencies(n_mels=96, fmin=27.5, fmax=sr / 2) < 200.0
+    low = librosa.mel_frequencies(n_mels=mel.shape[0], fmin=27.5, fmax=sr / 2) < 200.0
     return (
         onset.astype(np.float32),
         accent_flux.mean(axis=0).astype(np.float32),
@@ -105,12 +129,19 @@ def pitch_salience(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     return np.log1p(1000.0 * sal / (sal.max() + 1e-12)).astype(np.float32)
 
 
-def compute_features(y: np.ndarray, sr: int = SAMPLE_RATE) -> Features:
-    """All frame features of a mono signal at ``sr`` (22.05 kHz expected)."""
-    onset, accent, onset_low = onset_envelopes(y, sr)
+def compute_features(y: np.ndarray, sr: int = SAMPLE_RATE, tick: Callable[[float], None] | None = None) -> Features:
+    """All frame features of a mono signal at ``sr`` (22.05 kHz expected).
+
+    ``tick(fraction)`` is called often (at least every few hundred milliseconds of work).
+    """
+    report = tick or (lambda fraction: None)
+    mel = mel_spectrogram(y, sr, tick=lambda f: report(0.7 * f))
+    onset, accent, onset_low = onset_envelopes(mel, sr)
+    report(0.75)
     pitch = pitch_salience(y, sr)
-    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=N_FFT, hop_length=PITCH_HOP, n_mels=40)
-    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=13)
+    report(0.95)
+    # Timbre at the pitch frame rate (every second onset frame), from the same mel bands.
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel[:, ::2]), n_mfcc=13)
     n = min(pitch.shape[1], mfcc.shape[1])
     return Features(
         onset=onset,

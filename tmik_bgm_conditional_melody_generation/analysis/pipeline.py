@@ -51,7 +51,7 @@ def analyze(audio: Audio, sensitivity: float = 0.5, progress: ProgressCallback |
     duration = len(y) / SAMPLE_RATE
 
     report("features", 0.05)
-    feats = compute_features(y, SAMPLE_RATE)
+    feats = compute_features(y, SAMPLE_RATE, tick=lambda f: report("features", 0.05 + 0.4 * f))
     report("beats", 0.45)
     act = beats_mod.activation(feats.onset, feats.onset_fps, sensitivity)
     pulse = beats_mod.estimate_pulse(beats_mod.activation(feats.accent, feats.onset_fps, None), feats.onset_fps)
