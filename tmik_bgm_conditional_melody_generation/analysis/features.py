@@ -31,6 +31,7 @@ class Features:
     accent : (n,) full-band flux of a milder compression (keeps loud attacks louder).
     onset_low : (n,) accent flux below ~200 Hz (kick drum, bass notes).
     pitch : (84, m) semitone salience C1..B7 (log-compressed CQT magnitude) at ``pitch_fps``.
+    pitch_clean : like ``pitch`` with the notes' upper harmonics subtracted (for the key).
     mfcc : (13, m) timbre, same frames as ``pitch``.
     """
 
@@ -39,6 +40,7 @@ class Features:
     onset_low: np.ndarray
     onset_fps: float
     pitch: np.ndarray
+    pitch_clean: np.ndarray
     mfcc: np.ndarray
     pitch_fps: float
     duration: float
@@ -105,7 +107,7 @@ def onset_envelopes(mel: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[np.ndarray,
 
 
 def pitch_salience(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Semitone salience (84 semitones from C1), tuning-corrected, log-compressed."""
+    """Linear semitone salience (84 semitones from C1), tuning-corrected."""
     n_bins = 12 * PITCH_OCTAVES * BINS_PER_SEMITONE
     cqt = np.abs(
         librosa.cqt(
@@ -125,8 +127,31 @@ def pitch_salience(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     semis = cqt.reshape(12 * PITCH_OCTAVES, BINS_PER_SEMITONE, -1)
     # Keep the centre bin plus half of its neighbours: sharp enough to separate semitones.
     weights = np.array([0.5, 1.0, 0.5])[:, None]
-    sal = (semis * weights).sum(axis=1)
-    return np.log1p(1000.0 * sal / (sal.max() + 1e-12)).astype(np.float32)
+    return (semis * weights).sum(axis=1)
+
+
+def compress(sal: np.ndarray, amount: float = 1000.0) -> np.ndarray:
+    """Log-compress linear salience so quiet voices count next to loud ones."""
+    return np.log1p(amount * sal / (sal.max() + 1e-12)).astype(np.float32)
+
+
+# Share of a note's magnitude expected at its 3rd, 5th and 6th harmonics (+19, +28, +31
+# semitones). Left in, the 3rd harmonic reads as the fifth above every note and pulls key
+# and chord estimates a fifth up.
+HARMONIC_SHARES = {19: 0.45, 28: 0.25, 31: 0.2}
+
+
+def suppress_harmonics(sal: np.ndarray) -> np.ndarray:
+    """Subtract the expected upper harmonics of each semitone from the semitones above it.
+
+    Works upwards, so a bin is cleaned before it is used to clean the bins above it.
+    """
+    out = sal.copy()
+    for k in range(out.shape[0]):
+        for offset, share in HARMONIC_SHARES.items():
+            if k + offset < out.shape[0]:
+                out[k + offset] = np.maximum(0.0, out[k + offset] - share * out[k])
+    return out
 
 
 def compute_features(y: np.ndarray, sr: int = SAMPLE_RATE, tick: Callable[[float], None] | None = None) -> Features:
@@ -138,7 +163,10 @@ def compute_features(y: np.ndarray, sr: int = SAMPLE_RATE, tick: Callable[[float
     mel = mel_spectrogram(y, sr, tick=lambda f: report(0.7 * f))
     onset, accent, onset_low = onset_envelopes(mel, sr)
     report(0.75)
-    pitch = pitch_salience(y, sr)
+    salience = pitch_salience(y, sr)
+    # Chords read near-linear salience best; the key reads harmonic-free salience best.
+    pitch = compress(salience, 10.0)
+    pitch_clean = compress(suppress_harmonics(salience), 10.0)
     report(0.95)
     # Timbre at the pitch frame rate (every second onset frame), from the same mel bands.
     mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel[:, ::2]), n_mfcc=13)
@@ -149,6 +177,7 @@ def compute_features(y: np.ndarray, sr: int = SAMPLE_RATE, tick: Callable[[float
         onset_low=onset_low,
         onset_fps=sr / ONSET_HOP,
         pitch=pitch[:, :n],
+        pitch_clean=pitch_clean[:, :n],
         mfcc=mfcc[:, :n].astype(np.float32),
         pitch_fps=sr / PITCH_HOP,
         duration=len(y) / sr,

@@ -71,8 +71,8 @@ DIATONIC = {
     },
 }
 
-EMISSION_SHARPNESS = 18.0
-STAY_PROBABILITY = 0.75
+EMISSION_SHARPNESS = 40.0
+STAY_PROBABILITY = 0.5
 KEY_BONUS = 0.05
 BASS_WEIGHT = 0.25
 FINAL_CHORD_WEIGHT = 0.08
@@ -104,17 +104,17 @@ def vocabulary() -> ChordVocabulary:
 
 
 def beat_chroma(
-    features: Features, beats: np.ndarray, duration: float
+    pitch: np.ndarray, pitch_fps: float, beats: np.ndarray, duration: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Treble chroma, bass chroma and loudness per inter-beat interval, from 0 s to the end.
+    """Treble chroma, bass chroma, loudness and bounds of each inter-beat interval.
 
-    The intervals are [0, b0), [b0, b1), ..., [b_last, duration), so the chords cover the
-    whole track.
+    ``pitch`` is semitone salience from C1 (see :mod:`.features`). The intervals are
+    [0, b0), [b0, b1), ..., [b_last, duration), so the chords cover the whole track.
     """
     bounds = np.unique(np.concatenate([[0.0], beats, [duration]]))
-    treble = sync(chroma_from_pitch(features.pitch, min_midi=BASS_MAX_MIDI - 11), features.pitch_fps, bounds)
-    bass = sync(chroma_from_pitch(features.pitch, max_midi=BASS_MAX_MIDI), features.pitch_fps, bounds)
-    level = sync(features.pitch.max(axis=0, keepdims=True), features.pitch_fps, bounds)[0]
+    treble = sync(chroma_from_pitch(pitch, min_midi=BASS_MAX_MIDI - 11), pitch_fps, bounds)
+    bass = sync(chroma_from_pitch(pitch, max_midi=BASS_MAX_MIDI), pitch_fps, bounds)
+    level = sync(pitch.max(axis=0, keepdims=True), pitch_fps, bounds)[0]
     return treble, bass, level, bounds
 
 
@@ -154,34 +154,43 @@ def _key_prior(vocab: ChordVocabulary, key: str | None) -> np.ndarray:
     return prior
 
 
-def decode_chords(treble: np.ndarray, bass: np.ndarray, level: np.ndarray, key: str | None = None) -> list[str]:
-    """Viterbi chord labels, one per interval (column)."""
-    vocab = vocabulary()
+def chord_scores(treble: np.ndarray, bass: np.ndarray, vocab: ChordVocabulary) -> np.ndarray:
+    """Fit of every chord (rows) to every interval (columns), before any prior."""
     t = _normalise(treble)
     b = bass / (bass.sum(axis=0, keepdims=True) + 1e-9)
-    score = vocab.templates @ t + vocab.bias[:, None] + _key_prior(vocab, key)[:, None]
+    score = vocab.templates @ t + vocab.bias[:, None]
     roots = np.where(vocab.roots >= 0, vocab.roots, 0)
-    score += BASS_WEIGHT * np.where(vocab.roots[:, None] >= 0, b[roots], 0.0)
-    # N wins where the interval is near-silent compared with the track.
-    quiet = level < 0.25 * np.median(level[level > 0]) if np.any(level > 0) else np.ones_like(level, bool)
-    score[0] = np.where(quiet, 2.0, -1.0)
-    log_emit = EMISSION_SHARPNESS * score
-    n_chords, n = log_emit.shape
-    log_stay = np.log(STAY_PROBABILITY)
-    log_move = np.log((1 - STAY_PROBABILITY) / (n_chords - 1))
+    return score + BASS_WEIGHT * np.where(vocab.roots[:, None] >= 0, b[roots], 0.0)
+
+
+def viterbi(log_emit: np.ndarray, stay: float) -> np.ndarray:
+    """Best state path under a transition model that stays with probability ``stay``."""
+    n_states, n = log_emit.shape
+    log_stay = np.log(stay)
+    log_move = np.log((1 - stay) / (n_states - 1))
     delta = log_emit[:, 0].copy()
-    back = np.zeros((n, n_chords), dtype=np.int64)
+    back = np.zeros((n, n_states), dtype=np.int64)
     for i in range(1, n):
         best_prev = int(np.argmax(delta))
-        stay = delta + log_stay
+        stay_score = delta + log_stay
         move = delta[best_prev] + log_move
-        use_move = move > stay
-        back[i] = np.where(use_move, best_prev, np.arange(n_chords))
-        delta = np.maximum(stay, move) + log_emit[:, i]
+        back[i] = np.where(move > stay_score, best_prev, np.arange(n_states))
+        delta = np.maximum(stay_score, move) + log_emit[:, i]
     path = np.zeros(n, dtype=np.int64)
     path[-1] = int(np.argmax(delta))
     for i in range(n - 1, 0, -1):
         path[i - 1] = back[i, path[i]]
+    return path
+
+
+def decode_chords(treble: np.ndarray, bass: np.ndarray, level: np.ndarray, key: str | None = None) -> list[str]:
+    """Viterbi chord labels, one per interval (column)."""
+    vocab = vocabulary()
+    score = chord_scores(treble, bass, vocab) + _key_prior(vocab, key)[:, None]
+    # N wins where the interval is near-silent compared with the track.
+    quiet = level < 0.25 * np.median(level[level > 0]) if np.any(level > 0) else np.ones_like(level, bool)
+    score[0] = np.where(quiet, 2.0, -1.0)
+    path = viterbi(EMISSION_SHARPNESS * score, STAY_PROBABILITY)
     return [vocab.labels[k] for k in path]
 
 
@@ -212,10 +221,11 @@ def analyse_harmony(
     Chords are first decoded without a key, the key is estimated with the last chord's
     vote, and the chords are decoded again with the key's diatonic chords preferred.
     """
-    treble, bass, level, bounds = beat_chroma(features, beats, duration)
+    treble, bass, level, bounds = beat_chroma(features.pitch, features.pitch_fps, beats, duration)
+    key_treble, key_bass, _, _ = beat_chroma(features.pitch_clean, features.pitch_fps, beats, duration)
     widths = np.diff(bounds)
     first = decode_chords(treble, bass, level)
     sounding = [lab for lab in first if lab != "N"]
-    key = estimate_key(treble, bass, widths, _parse(sounding[-1]) if sounding else None)
+    key = estimate_key(key_treble, key_bass, widths, _parse(sounding[-1]) if sounding else None)
     labels = decode_chords(treble, bass, level, key)
     return key, segments(bounds, labels)
