@@ -138,7 +138,12 @@ def _probe_ffmpeg(path: Path) -> tuple[int, int] | None:
     fields = out.stdout.strip().split(",")
     if out.returncode != 0 or len(fields) < 2 or not all(f.strip().isdigit() for f in fields[:2]):
         return None
-    return int(fields[0]), int(fields[1])
+    rate, channels = int(fields[0]), int(fields[1])
+    if rate <= 0 or channels <= 0:
+        # ffprobe guessed a container from the name alone (e.g. random bytes called .flac)
+        # and found no decodable stream in it: not audio, and no channel count to split by.
+        return None
+    return rate, channels
 
 
 def _decode_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int, str] | None:
