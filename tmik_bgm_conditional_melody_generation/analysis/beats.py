@@ -12,7 +12,8 @@ tracker follows the music rather than holding a steady grid:
 - the tempo-change cost falls from strict (0) to lenient (1), so expressive timing,
   rubato and accelerandi are followed more closely at high sensitivity;
 - weak onsets count for more at high sensitivity (the activation is raised to a power
-  that goes from 1.6 down to 0.6), so quiet or soft-attack material still pulls beats;
+  that goes from 1.6 through 1.3 down to 0.6), so quiet or soft-attack material still
+  pulls beats;
 - the tempo range searched around the estimated tempo widens from ±15 % to ±40 %.
 """
 
@@ -25,6 +26,9 @@ import numpy as np
 import scipy.ndimage
 import scipy.signal
 
+# Sensitivity 0, 0.5 (the default, best on the development set) and 1; settings between
+# them are interpolated.
+SENSITIVITY_POINTS = [0.0, 0.5, 1.0]
 MIN_BPM = 40.0
 MAX_BPM = 240.0
 # Detected onsets trail the sound by about one frame (the flux compares with two frames back).
@@ -38,6 +42,21 @@ class PulseEstimate:
     period: float  # seconds per beat
     subdivision: int
     scores: dict
+
+
+# How the tracker's activation mixes the onset envelopes (weights measured on the dev set).
+ACTIVATION_MIX = {"onset": 0.225, "accent": 0.225, "note_onset": 0.25, "onset_low": 0.3}
+
+
+def beat_activation(features, sensitivity: float) -> np.ndarray:
+    """The beat tracker's activation: a mix of the onset envelopes in ``features``.
+
+    Soft attacks (``onset``), loud ones (``accent``), note changes without attacks
+    (``note_onset``) and the bass and kick (``onset_low``) each pull beats; the bass keeps
+    the tracker on the beat when the off-beats are louder.
+    """
+    fps = features.onset_fps
+    return sum(w * activation(getattr(features, name), fps, sensitivity) for name, w in ACTIVATION_MIX.items())
 
 
 def activation(onset: np.ndarray, fps: float, sensitivity: float | None = 0.5) -> np.ndarray:
@@ -59,7 +78,7 @@ def activation(onset: np.ndarray, fps: float, sensitivity: float | None = 0.5) -
     if sensitivity is None:
         return act
     act = np.clip(act, 0.0, 1.0)
-    gamma = 1.6 - 1.0 * float(sensitivity)
+    gamma = float(np.interp(sensitivity, SENSITIVITY_POINTS, [1.6, 1.3, 0.6]))
     return act**gamma
 
 
@@ -119,9 +138,11 @@ def _refine_peak(acf: np.ndarray, lag: float) -> float:
 
 
 # A subdivision at least this periodic, relative to its parent level, is a beat level too.
-SUBLEVEL_RATIO = 0.75
-# Beats faster than this are taken as a subdivision of the real beat.
-FASTEST_BEAT_BPM = 170.0
+SUBLEVEL_RATIO = 0.6
+FAST_SUBLEVEL_RATIO = 0.85
+# Beats faster than this are taken as a subdivision of the real beat. A fast pulse that
+# groups in threes is the eighth-note pulse of 6/8 sooner than a fast beat.
+FASTEST_BEAT_BPM = {2: 200.0, 3: 170.0}
 
 
 def estimate_pulse(act: np.ndarray, fps: float) -> PulseEstimate:
@@ -142,14 +163,16 @@ def estimate_pulse(act: np.ndarray, fps: float) -> PulseEstimate:
         return PulseEstimate(period=60.0 / 110.0, subdivision=2, scores={})
     lag = _refine_peak(acf, max(peaks, key=lambda k: acf[int(k)]))
     while True:
-        options = [(_acf_at(acf, lag / k), k) for k in (2, 3) if 60.0 * fps * k / lag <= FASTEST_BEAT_BPM]
+        options = [(_acf_at(acf, lag / k), k) for k in (2, 3) if 60.0 * fps * k / lag <= FASTEST_BEAT_BPM[k]]
         if not options:
             break
         strength, k = max(options)
-        if strength < SUBLEVEL_RATIO * _acf_at(acf, lag):
+        # Very fast beats are rarer than fast subdivisions: ask for more evidence.
+        needed = SUBLEVEL_RATIO if 60.0 * fps * k / lag <= 160.0 else FAST_SUBLEVEL_RATIO
+        if strength < needed * _acf_at(acf, lag):
             break
         lag = _refine_peak(acf, lag / k)
-    while 60.0 * fps / lag > FASTEST_BEAT_BPM and 3 * lag < len(acf) - 2:
+    while 60.0 * fps / lag > FASTEST_BEAT_BPM[2] and 3 * lag < len(acf) - 2:
         two, three = _acf_at(acf, 2 * lag), _acf_at(acf, 3 * lag)
         lag = _refine_peak(acf, (3 if three > two + 0.02 else 2) * lag)
     half, third = _acf_at(acf, lag / 2), _acf_at(acf, lag / 3)
@@ -221,13 +244,13 @@ def track_beats(
     See the module docstring for what ``sensitivity`` changes.
     """
     s = float(np.clip(sensitivity, 0.0, 1.0))
-    spread = 1.15 + 0.25 * s
+    spread = float(np.interp(s, SENSITIVITY_POINTS, [1.15, 1.225, 1.4]))
     lag = period * fps
     lo = max(2, int(np.floor(lag / spread)))
     hi = max(lo + 1, int(np.ceil(lag * spread)))
     intervals = np.arange(lo, hi + 1, dtype=np.int64)
     # madmom's default tempo-change lambda is 100; go from strict to lenient.
-    lam = float(np.exp(np.log(400.0) + s * (np.log(25.0) - np.log(400.0))))
+    lam = float(np.exp(np.interp(s, SENSITIVITY_POINTS, np.log([400.0, 175.0, 25.0]))))
     ratio = intervals[None, :] / intervals[:, None]
     trans = -lam * np.abs(ratio - 1.0)
     trans -= np.log(np.exp(trans).sum(axis=1, keepdims=True))

@@ -30,6 +30,7 @@ class Features:
     onset : (n,) full-band spectral flux of decibels at ``onset_fps`` frames per second.
     accent : (n,) full-band flux of a milder compression (keeps loud attacks louder).
     onset_low : (n,) accent flux below ~200 Hz (kick drum, bass notes).
+    note_onset : (n,) semitone-resolution flux: new notes even without an energy burst.
     pitch : (84, m) semitone salience C1..B7 (log-compressed CQT magnitude) at ``pitch_fps``.
     pitch_clean : like ``pitch`` with the notes' upper harmonics subtracted (for the key).
     mfcc : (13, m) timbre, same frames as ``pitch``.
@@ -38,6 +39,7 @@ class Features:
     onset: np.ndarray
     accent: np.ndarray
     onset_low: np.ndarray
+    note_onset: np.ndarray
     onset_fps: float
     pitch: np.ndarray
     pitch_clean: np.ndarray
@@ -130,6 +132,20 @@ def pitch_salience(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     return (semis * weights).sum(axis=1)
 
 
+def pitch_flux(salience: np.ndarray, n_frames: int) -> np.ndarray:
+    """Positive flux of log semitone salience, on the onset frame grid (``n_frames``).
+
+    Legato strings and organ change pitch without a burst of energy; a mel band is wider
+    than a semitone there, so only semitone resolution sees those note changes.
+    """
+    log_sal = compress(salience)
+    flux = np.maximum(0.0, np.diff(log_sal, axis=1)).sum(axis=0)
+    flux = np.concatenate([[0.0], flux])
+    # The pitch hop is twice the onset hop.
+    up = np.repeat(flux, PITCH_HOP // ONSET_HOP)[:n_frames]
+    return np.pad(up, (0, n_frames - len(up))).astype(np.float32)
+
+
 def compress(sal: np.ndarray, amount: float = 1000.0) -> np.ndarray:
     """Log-compress linear salience so quiet voices count next to loud ones."""
     return np.log1p(amount * sal / (sal.max() + 1e-12)).astype(np.float32)
@@ -164,6 +180,7 @@ def compute_features(y: np.ndarray, sr: int = SAMPLE_RATE, tick: Callable[[float
     onset, accent, onset_low = onset_envelopes(mel, sr)
     report(0.75)
     salience = pitch_salience(y, sr)
+    note_onset = pitch_flux(salience, len(onset))
     # Chords read near-linear salience best; the key reads harmonic-free salience best.
     pitch = compress(salience, 10.0)
     pitch_clean = compress(suppress_harmonics(salience), 10.0)
@@ -175,6 +192,7 @@ def compute_features(y: np.ndarray, sr: int = SAMPLE_RATE, tick: Callable[[float
         onset=onset,
         accent=accent,
         onset_low=onset_low,
+        note_onset=note_onset,
         onset_fps=sr / ONSET_HOP,
         pitch=pitch[:, :n],
         pitch_clean=pitch_clean[:, :n],

@@ -53,14 +53,14 @@ def analyze(audio: Audio, sensitivity: float = 0.5, progress: ProgressCallback |
     report("features", 0.05)
     feats = compute_features(y, SAMPLE_RATE, tick=lambda f: report("features", 0.05 + 0.4 * f))
     report("beats", 0.45)
-    act = beats_mod.activation(feats.onset, feats.onset_fps, sensitivity)
+    act = beats_mod.beat_activation(feats, sensitivity)
     pulse = beats_mod.estimate_pulse(beats_mod.activation(feats.accent, feats.onset_fps, None), feats.onset_fps)
     beat_times = beats_mod.track_beats(act, feats.onset_fps, pulse.period, sensitivity)
     if len(beat_times) < 2:
         # No pulse to follow (a drone, a pad): keep a steady grid at the estimated tempo.
         beat_times = np.arange(0.0, duration, pulse.period)
     report("meter", 0.65)
-    meter = estimate_meter(feats, beat_times, pulse.subdivision)
+    meter = estimate_meter(feats, beat_times)
     report("harmony", 0.75)
     key, chords = analyse_harmony(feats, beat_times, duration)
     report("sections", 0.9)
