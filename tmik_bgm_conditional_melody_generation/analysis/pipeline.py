@@ -66,16 +66,6 @@ def analyze(audio: Audio, sensitivity: float = 0.5, progress: ProgressCallback |
     report("sections", 0.9)
     sections = find_sections(feats, meter.downbeats, duration)
     tempo = 60.0 / float(np.median(np.diff(beat_times)))
-    log.info(
-        "analysed %.1f s: %.1f BPM %s, %s, %d beats, %d chords, %d sections",
-        duration,
-        tempo,
-        meter.time_signature,
-        key,
-        len(beat_times),
-        len(chords),
-        len(sections),
-    )
     report("done", 1.0)
     return Analysis(
         duration=duration,
@@ -97,7 +87,19 @@ def analyze_file(path: str | Path, sensitivity: float = 0.5, progress: ProgressC
     audio = load_audio(
         path, sample_rate=SAMPLE_RATE, mono=True, min_seconds=cfg.min_audio_seconds, max_seconds=cfg.max_audio_seconds
     )
-    return analyze(audio, sensitivity=sensitivity, progress=progress)
+    result = analyze(audio, sensitivity=sensitivity, progress=progress)
+    log.info(
+        "analysed %s (%.1f s): %.1f BPM %s, %s, %d beats, %d chords, %d sections",
+        Path(path).name,
+        result.duration,
+        result.tempo,
+        result.time_signature,
+        result.key,
+        len(result.beats),
+        len(result.chords),
+        len(result.sections),
+    )
+    return result
 
 
 def warm_up() -> float:
