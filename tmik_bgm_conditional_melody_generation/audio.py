@@ -98,21 +98,65 @@ def _wav_truncation(path: Path) -> str | None:
         return None
 
 
-def _decode_soundfile(path: Path) -> tuple[np.ndarray, int, str] | None:
-    """Decode with libsndfile; None when libsndfile does not recognise the content."""
+@dataclass
+class _Decoded:
+    """Decoded samples, (frames, channels) or (frames, 1) when mixed down, with the checks
+    that must see every channel before a mix-down could hide them."""
+
+    data: np.ndarray
+    rate: int
+    fmt: str
+    channels: int
+    peak: float
+    finite: bool
+
+
+def _decoded(data: np.ndarray, rate: int, fmt: str, mono: bool) -> _Decoded:
+    """Check and optionally mix down a (frames, channels) block of samples."""
+    channels = data.shape[1]
+    # One reduction finds a NaN or infinity anywhere (they propagate into the sum).
+    finite = bool(np.isfinite(data.sum(dtype=np.float64)))
+    peak = max(float(data.max()), -float(data.min())) if data.size and finite else 0.0
+    if mono and channels > 1:
+        data = (data @ np.full((channels, 1), 1.0 / channels, dtype=np.float32)).astype(np.float32)
+    return _Decoded(data, rate, fmt, channels, peak, finite)
+
+
+def _decode_soundfile(path: Path, mono: bool) -> _Decoded | None:
+    """Decode with libsndfile; None when libsndfile does not recognise the content.
+
+    Reads in blocks and mixes each down at once when ``mono``, so a long multichannel
+    high-rate file never sits in memory at full width.
+    """
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError):
         return None
+    blocks: list[_Decoded] = []
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as fh:
+            block = max(1, 30 * fh.samplerate)
+            while True:
+                data = fh.read(block, dtype="float32", always_2d=True)
+                if not len(data):
+                    break
+                blocks.append(_decoded(data, fh.samplerate, info.format, mono))
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioError(
             "corrupt_audio",
             f"The {info.format} file could not be decoded ({exc}). It may be damaged or "
             "cut short; export it again from your audio editor and re-upload it.",
         ) from exc
-    return data, int(rate), info.format
+    if not blocks:
+        return _Decoded(np.zeros((0, 1), np.float32), int(info.samplerate), info.format, info.channels, 0.0, True)
+    return _Decoded(
+        data=np.concatenate([b.data for b in blocks]) if len(blocks) > 1 else blocks[0].data,
+        rate=int(info.samplerate),
+        fmt=info.format,
+        channels=blocks[0].channels,
+        peak=max(b.peak for b in blocks),
+        finite=all(b.finite for b in blocks),
+    )
 
 
 def _probe_ffmpeg(path: Path) -> tuple[int, int] | None:
@@ -146,7 +190,7 @@ def _probe_ffmpeg(path: Path) -> tuple[int, int] | None:
     return rate, channels
 
 
-def _decode_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int, str] | None:
+def _decode_ffmpeg(path: Path, max_seconds: float | None, mono: bool) -> _Decoded | None:
     probe = _probe_ffmpeg(path)
     if probe is None:
         return None
@@ -169,8 +213,7 @@ def _decode_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, i
         )
     data = np.frombuffer(out.stdout, dtype="<f4")
     usable = len(data) - len(data) % channels
-    data = data[:usable].reshape(-1, channels)
-    return data, rate, "ffmpeg"
+    return _decoded(data[:usable].reshape(-1, channels), rate, "ffmpeg", mono)
 
 
 def load_audio(
@@ -223,18 +266,16 @@ def load_audio(
                 f"{_fmt_seconds(max_seconds)}. Trim it and upload it again.",
             )
 
-    decoded = _decode_soundfile(path)
+    decoded = _decode_soundfile(path, mono)
     if decoded is None:
-        decoded = _decode_ffmpeg(path, max_seconds)
+        decoded = _decode_ffmpeg(path, max_seconds, mono)
     if decoded is None:
         raise AudioError(
             "not_audio",
             f"'{path.name}' is not an audio file we can read, whatever its name says. "
             "Upload a WAV, FLAC, OGG or MP3 file.",
         )
-    data, rate, fmt = decoded
-    # Decoders give (frames, channels); keep that layout, the fast one, until the end.
-    channels = data.shape[1]
+    data, rate, fmt, channels = decoded.data, decoded.rate, decoded.fmt, decoded.channels
 
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AudioError(
@@ -244,8 +285,7 @@ def load_audio(
         )
     if data.shape[0] == 0:
         raise AudioError("empty_file", "The file contains no audio samples.")
-    # One reduction finds a NaN or infinity anywhere (they propagate into the sum).
-    if not np.isfinite(data.sum(dtype=np.float64)):
+    if not decoded.finite:
         raise AudioError(
             "non_finite_samples",
             "The file contains invalid samples (NaN or infinity), so it is damaged. "
@@ -263,15 +303,13 @@ def load_audio(
             f"The track is {duration:.1f} s long; at least {min_seconds:g} s is needed "
             "to find its beat, key and chords.",
         )
-    if max(float(data.max()), -float(data.min())) < SILENCE_PEAK:
+    if decoded.peak < SILENCE_PEAK:
         raise AudioError(
             "silent_audio",
             "The track is silent (nothing louder than -66 dBFS). Check that the right "
             "file was exported, with its volume up.",
         )
 
-    if mono and channels > 1:
-        data = (data @ np.full((channels, 1), 1.0 / channels, dtype=data.dtype)).astype(np.float32)
     if sample_rate is not None and sample_rate != rate:
         data = soxr.resample(data, rate, sample_rate, quality="HQ")
         out_rate = sample_rate
