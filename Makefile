@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 PYTEST_ARGS ?= --timeout=900
 
 # The virtualenv is rebuilt (pip install re-run) only when one of these files changes.
-REQUIREMENTS := requirements-dev.txt \
+REQUIREMENTS := requirements-dev.txt pyproject.toml \
 	tmik_bgm_conditional_melody_generation/requirements.txt \
 	tmik_make_vocal_mix/requirements.txt \
 	app/requirements.txt
@@ -37,6 +37,8 @@ $(STAMP): $(REQUIREMENTS)
 			rm -rf $(VENV); exit 1; }; }
 	$(VPY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	# The project itself, editable, so the CLIs run from any folder inside the venv.
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 system-deps: ## install ffmpeg, fluidsynth, a GM soundfont, libsndfile (and python3-venv) with apt if missing
