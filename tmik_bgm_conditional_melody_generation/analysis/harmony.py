@@ -3,8 +3,7 @@
 Chords: each beat's treble chroma is matched against chord templates (maj, min, 7, maj7,
 min7, dim, sus4 on 12 roots) and its bass chroma against the chord's root; an HMM that
 favours staying on a chord and, mildly, chords that belong to the key, is decoded with
-Viterbi. Key: the duration-weighted chroma is correlated with major and minor key
-profiles, and a track's last chord, which in most music is the tonic, adds its vote.
+Viterbi. The key itself comes from :mod:`.key`.
 """
 
 from __future__ import annotations
@@ -14,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .features import BASS_MAX_MIDI, Features, chroma_from_pitch, sync
-
-PITCH_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
+from .key import PITCH_NAMES, estimate_key
 
 # Chord qualities (Harte shorthand), their intervals and a bias that keeps plain triads
 # preferred unless the extra tone is clearly present.
@@ -28,10 +26,6 @@ QUALITIES: dict[str, tuple[tuple[int, ...], float]] = {
     "dim": ((0, 3, 6), -0.05),
     "sus4": ((0, 5, 7), -0.06),
 }
-
-# Key profiles (Temperley, "What's key for key?", 1999), major and minor.
-MAJOR_PROFILE = np.array([5.0, 2.0, 3.5, 2.0, 4.5, 4.0, 2.0, 4.5, 2.0, 3.5, 1.5, 4.0])
-MINOR_PROFILE = np.array([5.0, 2.0, 3.5, 4.5, 2.0, 4.0, 2.0, 4.5, 3.5, 2.0, 1.5, 4.0])
 
 # Scale degrees (semitones above the tonic) and qualities of the chords native to a key.
 DIATONIC = {
@@ -75,7 +69,6 @@ EMISSION_SHARPNESS = 40.0
 STAY_PROBABILITY = 0.5
 KEY_BONUS = 0.05
 BASS_WEIGHT = 0.25
-FINAL_CHORD_WEIGHT = 0.08
 
 
 @dataclass
@@ -122,23 +115,6 @@ def _normalise(c: np.ndarray) -> np.ndarray:
     # Subtract each frame's floor so broadband noise and reverb do not flatten the chroma.
     c = np.maximum(0.0, c - c.min(axis=0, keepdims=True))
     return c / (np.linalg.norm(c, axis=0, keepdims=True) + 1e-9)
-
-
-def estimate_key(treble: np.ndarray, bass: np.ndarray, weights: np.ndarray, last_chord: tuple[int, str] | None) -> str:
-    """Key name in mir_eval form ("G major") from weighted chroma and the final chord."""
-    profile_in = (_normalise(treble) * weights).sum(axis=1) + 0.5 * (_normalise(bass) * weights).sum(axis=1)
-    best = None
-    for mode, profile in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)):
-        for tonic in range(12):
-            r = float(np.corrcoef(profile_in, np.roll(profile, tonic))[0, 1])
-            if last_chord is not None:
-                root, quality = last_chord
-                if root == tonic and (quality in ("min", "min7")) == (mode == "minor"):
-                    r += FINAL_CHORD_WEIGHT
-            if best is None or r > best[0]:
-                best = (r, tonic, mode)
-    _, tonic, mode = best
-    return f"{PITCH_NAMES[tonic]} {mode}"
 
 
 def _key_prior(vocab: ChordVocabulary, key: str | None) -> np.ndarray:
@@ -218,14 +194,17 @@ def analyse_harmony(
 ) -> tuple[str, list[tuple[float, float, str]]]:
     """Key and chord segments of a track with tracked ``beats``.
 
-    Chords are first decoded without a key, the key is estimated with the last chord's
-    vote, and the chords are decoded again with the key's diatonic chords preferred.
+    Chords are first decoded without a key, the key is estimated from the harmonic-free
+    chroma and those chords, and the chords are decoded again with the key's diatonic
+    chords preferred.
     """
     treble, bass, level, bounds = beat_chroma(features.pitch, features.pitch_fps, beats, duration)
     key_treble, key_bass, _, _ = beat_chroma(features.pitch_clean, features.pitch_fps, beats, duration)
     widths = np.diff(bounds)
-    first = decode_chords(treble, bass, level)
-    sounding = [lab for lab in first if lab != "N"]
-    key = estimate_key(key_treble, key_bass, widths, _parse(sounding[-1]) if sounding else None)
+    # Pitch-class distribution for the key: treble plus half-weighted bass, harmonics removed.
+    key_chroma = (_normalise(key_treble) * widths).sum(axis=1) + 0.5 * (_normalise(key_bass) * widths).sum(axis=1)
+    first = segments(bounds, decode_chords(treble, bass, level))
+    chords = [(*_parse(label), end - start) for start, end, label in first if label != "N"]
+    key = estimate_key(key_chroma, chords)
     labels = decode_chords(treble, bass, level, key)
     return key, segments(bounds, labels)
