@@ -1,31 +1,20 @@
-"""Key and chords from beat-synchronous chroma.
+"""Chords from beat-synchronous chroma, and the key (from :mod:`.key`) they imply.
 
-Chords: each beat's treble chroma is matched against chord templates (maj, min, 7, maj7,
-min7, dim, sus4 on 12 roots) and its bass chroma against the chord's root; an HMM that
-favours staying on a chord and, mildly, chords that belong to the key, is decoded with
-Viterbi. The key itself comes from :mod:`.key`.
+Chords: a learned chord model (:mod:`.chord_model`) gives each beat's treble and bass
+chroma a log-probability for every chord (maj, min, 7, maj7, min7, dim, sus4 on 12 roots,
+and N); an HMM that favours staying on a chord and, optionally, chords that belong to the
+key, is decoded with Viterbi. The HMM's settings (emission sharpness, stay probability,
+key bonus) come with the model file, because they were cross-validated for its
+probabilities (see :mod:`..evaluation.train_chords`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from .chord_model import ChordModel, load_model, log_probabilities
 from .features import BASS_MAX_MIDI, Features, chroma_from_pitch, sync
 from .key import PITCH_NAMES, estimate_key
-
-# Chord qualities (Harte shorthand), their intervals and a bias that keeps plain triads
-# preferred unless the extra tone is clearly present.
-QUALITIES: dict[str, tuple[tuple[int, ...], float]] = {
-    "maj": ((0, 4, 7), 0.0),
-    "min": ((0, 3, 7), 0.0),
-    "7": ((0, 4, 7, 10), -0.04),
-    "maj7": ((0, 4, 7, 11), -0.06),
-    "min7": ((0, 3, 7, 10), -0.06),
-    "dim": ((0, 3, 6), -0.05),
-    "sus4": ((0, 5, 7), -0.06),
-}
 
 # Scale degrees (semitones above the tonic) and qualities of the chords native to a key.
 DIATONIC = {
@@ -65,35 +54,10 @@ DIATONIC = {
     },
 }
 
-EMISSION_SHARPNESS = 40.0
-STAY_PROBABILITY = 0.5
-KEY_BONUS = 0.05
-BASS_WEIGHT = 0.25
-
-
-@dataclass
-class ChordVocabulary:
-    labels: list[str]
-    roots: np.ndarray  # -1 for N
-    qualities: list[str]
-    templates: np.ndarray  # (n_chords, 12), unit-norm rows (zeros for N)
-    bias: np.ndarray
-
-
-def vocabulary() -> ChordVocabulary:
-    labels, roots, quals, temps, bias = ["N"], [-1], ["N"], [np.zeros(12)], [0.0]
-    for q, (intervals, b) in QUALITIES.items():
-        for root in range(12):
-            t = np.zeros(12)
-            for k, iv in enumerate(intervals):
-                # The root and fifth carry a triad; weight them a little above the third.
-                t[(root + iv) % 12] = 1.0 if k != 1 else 0.9
-            labels.append(f"{PITCH_NAMES[root]}:{q}")
-            roots.append(root)
-            quals.append(q)
-            temps.append(t / np.linalg.norm(t))
-            bias.append(b)
-    return ChordVocabulary(labels, np.array(roots), quals, np.array(temps), np.array(bias))
+# A beat quieter than this share of the track's median level is silence: N, by this many
+# nats ahead of the best chord, whatever its chroma (reverb tails, noise) looks like.
+QUIET_RATIO = 0.25
+QUIET_MARGIN = 30.0
 
 
 def beat_chroma(
@@ -117,26 +81,27 @@ def _normalise(c: np.ndarray) -> np.ndarray:
     return c / (np.linalg.norm(c, axis=0, keepdims=True) + 1e-9)
 
 
-def _key_prior(vocab: ChordVocabulary, key: str | None) -> np.ndarray:
-    prior = np.zeros(len(vocab.labels))
+def diatonic_mask(model: ChordModel, key: str | None) -> np.ndarray:
+    """1.0 for the model's chords that are native to ``key`` (none when the key is unknown)."""
+    mask = np.zeros(len(model.labels))
     if key is None:
-        return prior
+        return mask
     name, mode = key.split()
     tonic = PITCH_NAMES.index(name)
     native = DIATONIC[mode]
-    for i, (root, q) in enumerate(zip(vocab.roots, vocab.qualities)):
+    for i, (root, q) in enumerate(zip(model.roots, model.class_qualities)):
         if root >= 0 and ((root - tonic) % 12, q) in native:
-            prior[i] = KEY_BONUS
-    return prior
+            mask[i] = 1.0
+    return mask
 
 
-def chord_scores(treble: np.ndarray, bass: np.ndarray, vocab: ChordVocabulary) -> np.ndarray:
-    """Fit of every chord (rows) to every interval (columns), before any prior."""
-    t = _normalise(treble)
-    b = bass / (bass.sum(axis=0, keepdims=True) + 1e-9)
-    score = vocab.templates @ t + vocab.bias[:, None]
-    roots = np.where(vocab.roots >= 0, vocab.roots, 0)
-    return score + BASS_WEIGHT * np.where(vocab.roots[:, None] >= 0, b[roots], 0.0)
+def emissions(log_probs: np.ndarray, level: np.ndarray, model: ChordModel, key: str | None) -> np.ndarray:
+    """Viterbi log-emissions: the model's log-probabilities, key bonus, silence forced to N."""
+    score = log_probs + model.key_bonus * diatonic_mask(model, key)[:, None]
+    positive = level[level > 0]
+    quiet = level < QUIET_RATIO * np.median(positive) if positive.size else np.ones_like(level, bool)
+    score[0] = np.where(quiet, score[1:].max(axis=0) + QUIET_MARGIN, score[0])
+    return model.sharpness * score
 
 
 def viterbi(log_emit: np.ndarray, stay: float) -> np.ndarray:
@@ -159,15 +124,44 @@ def viterbi(log_emit: np.ndarray, stay: float) -> np.ndarray:
     return path
 
 
-def decode_chords(treble: np.ndarray, bass: np.ndarray, level: np.ndarray, key: str | None = None) -> list[str]:
+def decode_chords(
+    treble: np.ndarray, bass: np.ndarray, level: np.ndarray, key: str | None = None, model: ChordModel | None = None
+) -> list[str]:
     """Viterbi chord labels, one per interval (column)."""
-    vocab = vocabulary()
-    score = chord_scores(treble, bass, vocab) + _key_prior(vocab, key)[:, None]
-    # N wins where the interval is near-silent compared with the track.
-    quiet = level < 0.25 * np.median(level[level > 0]) if np.any(level > 0) else np.ones_like(level, bool)
-    score[0] = np.where(quiet, 2.0, -1.0)
-    path = viterbi(EMISSION_SHARPNESS * score, STAY_PROBABILITY)
-    return [vocab.labels[k] for k in path]
+    model = model or load_model()
+    log_probs = log_probabilities(model, treble, bass, level)
+    path = viterbi(emissions(log_probs, level, model, key), model.stay)
+    labels = model.labels
+    return [labels[k] for k in path]
+
+
+def key_and_chords(
+    treble: np.ndarray,
+    bass: np.ndarray,
+    level: np.ndarray,
+    key_treble: np.ndarray,
+    key_bass: np.ndarray,
+    bounds: np.ndarray,
+    model: ChordModel | None = None,
+    log_probs: np.ndarray | None = None,
+) -> tuple[str, list[str]]:
+    """Key and one chord label per interval, from beat chroma (see :func:`analyse_harmony`).
+
+    Separate from the audio front end so training can tune the decoder on cached chroma;
+    ``log_probs`` (the model's, if already computed) saves recomputing them per setting.
+    """
+    model = model or load_model()
+    if log_probs is None:
+        log_probs = log_probabilities(model, treble, bass, level)
+    labels = model.labels
+    widths = np.diff(bounds)
+    first = segments(bounds, [labels[k] for k in viterbi(emissions(log_probs, level, model, None), model.stay)])
+    # Pitch-class distribution for the key: treble plus half-weighted bass, harmonics removed.
+    key_chroma = (_normalise(key_treble) * widths).sum(axis=1) + 0.5 * (_normalise(key_bass) * widths).sum(axis=1)
+    chords = [(*_parse(label), end - start) for start, end, label in first if label != "N"]
+    key = estimate_key(key_chroma, chords)
+    path = viterbi(emissions(log_probs, level, model, key), model.stay)
+    return key, [labels[k] for k in path]
 
 
 def segments(bounds: np.ndarray, labels: list[str]) -> list[tuple[float, float, str]]:
@@ -196,15 +190,9 @@ def analyse_harmony(
 
     Chords are first decoded without a key, the key is estimated from the harmonic-free
     chroma and those chords, and the chords are decoded again with the key's diatonic
-    chords preferred.
+    chords preferred (as much as the model's ``key_bonus`` says).
     """
     treble, bass, level, bounds = beat_chroma(features.pitch, features.pitch_fps, beats, duration)
     key_treble, key_bass, _, _ = beat_chroma(features.pitch_clean, features.pitch_fps, beats, duration)
-    widths = np.diff(bounds)
-    # Pitch-class distribution for the key: treble plus half-weighted bass, harmonics removed.
-    key_chroma = (_normalise(key_treble) * widths).sum(axis=1) + 0.5 * (_normalise(key_bass) * widths).sum(axis=1)
-    first = segments(bounds, decode_chords(treble, bass, level))
-    chords = [(*_parse(label), end - start) for start, end, label in first if label != "N"]
-    key = estimate_key(key_chroma, chords)
-    labels = decode_chords(treble, bass, level, key)
+    key, labels = key_and_chords(treble, bass, level, key_treble, key_bass, bounds)
     return key, segments(bounds, labels)
