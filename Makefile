@@ -19,7 +19,7 @@ APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm libsndfile1
 SOUNDFONT_FILE ?= /usr/share/sounds/sf2/FluidR3_GM.sf2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps run test eval bench lint clean
+.PHONY: help venv system-deps run test eval bench train-chords lint clean
 
 help: ## list the targets
 	@echo "Targets:"
@@ -73,6 +73,9 @@ eval: system-deps venv ## measure analysis quality on the rendered evaluation se
 
 bench: venv ## measure analysis speed on 3-minute tracks
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.bench_analysis
+
+train-chords: system-deps venv ## retrain the shipped chord model (analysis/chord_model.npz), about 4 min
+	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.train_chords
 
 lint: venv ## ruff check
 	$(VPY) -m ruff check .
