@@ -37,10 +37,9 @@ ONSET_LATENCY_S = 0.0
 
 @dataclass
 class PulseEstimate:
-    """The beat level chosen from periodicity: beat period and subdivision (2 simple, 3 compound)."""
+    """The beat level chosen from periodicity: seconds per beat, and the periodicity found."""
 
     period: float  # seconds per beat
-    subdivision: int
     scores: dict
 
 
@@ -146,21 +145,21 @@ FASTEST_BEAT_BPM = {2: 200.0, 3: 170.0}
 
 
 def estimate_pulse(act: np.ndarray, fps: float) -> PulseEstimate:
-    """Choose the beat period and its subdivision (2 simple, 3 compound) from periodicity.
+    """Choose the beat period from the periodicity of the accents.
 
     Start from the most periodic level (often the bar or half bar) and step down to its
     half or third while that level is nearly as periodic: the beat is the fastest level
     that still carries the accent pattern, while a subdivision (off-beat eighths) is
     clearly weaker. A level faster than ``FASTEST_BEAT_BPM`` is grouped into twos or
     threes, whichever is more periodic, so even eighths in 6/8 resolve to the dotted
-    quarter. The subdivision is 3 when the periodicity at a third of the beat beats that
-    at a half.
+    quarter. (Whether the beat divides in two or three is :mod:`.meter`'s call, from the
+    tracked beats.)
     """
     acf = autocorrelation(act, fps)
     lo, hi = fps * 60 / MAX_BPM, fps * 60 / MIN_BPM
     peaks = [float(k) for k in scipy.signal.argrelmax(acf, order=2)[0] if lo <= k <= min(hi, len(acf) - 2)]
     if not peaks:
-        return PulseEstimate(period=60.0 / 110.0, subdivision=2, scores={})
+        return PulseEstimate(period=60.0 / 110.0, scores={})
     lag = _refine_peak(acf, max(peaks, key=lambda k: acf[int(k)]))
     while True:
         options = [(_acf_at(acf, lag / k), k) for k in (2, 3) if 60.0 * fps * k / lag <= FASTEST_BEAT_BPM[k]]
@@ -175,10 +174,8 @@ def estimate_pulse(act: np.ndarray, fps: float) -> PulseEstimate:
     while 60.0 * fps / lag > FASTEST_BEAT_BPM[2] and 3 * lag < len(acf) - 2:
         two, three = _acf_at(acf, 2 * lag), _acf_at(acf, 3 * lag)
         lag = _refine_peak(acf, (3 if three > two + 0.02 else 2) * lag)
-    half, third = _acf_at(acf, lag / 2), _acf_at(acf, lag / 3)
-    subdivision = 3 if third > half and third > 0.15 else 2
     scores = {round(60.0 * fps / k, 1): round(float(acf[int(k)]), 3) for k in peaks}
-    return PulseEstimate(period=lag / fps, subdivision=subdivision, scores=scores)
+    return PulseEstimate(period=lag / fps, scores=scores)
 
 
 @numba.njit(cache=True)

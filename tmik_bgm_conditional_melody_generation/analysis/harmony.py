@@ -155,12 +155,15 @@ def key_and_chords(
         log_probs = log_probabilities(model, treble, bass, level)
     labels = model.labels
     widths = np.diff(bounds)
-    first = segments(bounds, [labels[k] for k in viterbi(emissions(log_probs, level, model, None), model.stay)])
+    first_path = viterbi(emissions(log_probs, level, model, None), model.stay)
+    first = segments(bounds, [labels[k] for k in first_path])
     # Pitch-class distribution for the key: treble plus half-weighted bass, harmonics removed.
     key_chroma = (_normalise(key_treble) * widths).sum(axis=1) + 0.5 * (_normalise(key_bass) * widths).sum(axis=1)
     chords = [(*_parse(label), end - start) for start, end, label in first if label != "N"]
     key = estimate_key(key_chroma, chords)
-    path = viterbi(emissions(log_probs, level, model, key), model.stay)
+    # Without a key bonus (the shipped model's cross-validated setting) the key changes
+    # nothing in the decode, so the first pass stands.
+    path = viterbi(emissions(log_probs, level, model, key), model.stay) if model.key_bonus else first_path
     return key, [labels[k] for k in path]
 
 
