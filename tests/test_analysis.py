@@ -144,3 +144,25 @@ def test_music_without_a_pulse_still_gets_a_complete_analysis(kind):
     result = analyze(Audio(y.astype(np.float32), sr, sr, 1, "synthetic"))
     assert len(result.beats) >= 2 and result.tempo > 0
     assert result.chords[-1][1] == pytest.approx(12.0) and result.sections[-1][1] == pytest.approx(12.0)
+
+
+def test_cancel_lands_while_a_long_file_is_still_loading(tmp_path):
+    """Loading reports progress block by block, so a cancel does not wait for the whole decode."""
+    import soundfile as sf
+
+    from tmik_bgm_conditional_melody_generation.analysis import analyze_file
+
+    path = tmp_path / "long.wav"
+    sr = 22050
+    rng = np.random.default_rng(1)
+    sf.write(path, (0.1 * rng.standard_normal(sr * 70)).astype(np.float32), sr)
+    seen = []
+
+    def cancel_mid_load(stage, fraction):
+        seen.append((stage, fraction))
+        if stage == "load" and 0.0 < fraction < 0.05:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        analyze_file(path, progress=cancel_mid_load)
+    assert all(stage == "load" for stage, _ in seen)

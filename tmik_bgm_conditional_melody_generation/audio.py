@@ -16,6 +16,7 @@ import logging
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,11 +123,11 @@ def _decoded(data: np.ndarray, rate: int, fmt: str, mono: bool) -> _Decoded:
     return _Decoded(data, rate, fmt, channels, peak, finite)
 
 
-def _decode_soundfile(path: Path, mono: bool) -> _Decoded | None:
+def _decode_soundfile(path: Path, mono: bool, tick: Callable[[float], None] | None = None) -> _Decoded | None:
     """Decode with libsndfile; None when libsndfile does not recognise the content.
 
     Reads in blocks and mixes each down at once when ``mono``, so a long multichannel
-    high-rate file never sits in memory at full width.
+    high-rate file never sits in memory at full width; ``tick(fraction)`` follows each block.
     """
     try:
         info = sf.info(str(path))
@@ -141,6 +142,8 @@ def _decode_soundfile(path: Path, mono: bool) -> _Decoded | None:
                 if not len(data):
                     break
                 blocks.append(_decoded(data, fh.samplerate, info.format, mono))
+                if tick is not None and fh.frames > 0:
+                    tick(min(1.0, fh.tell() / fh.frames))
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioError(
             "corrupt_audio",
@@ -223,6 +226,7 @@ def load_audio(
     mono: bool = True,
     min_seconds: float = 5.0,
     max_seconds: float | None = 900.0,
+    tick: Callable[[float], None] | None = None,
 ) -> Audio:
     """Load an audio file as float32, checked and optionally resampled.
 
@@ -232,6 +236,8 @@ def load_audio(
     sample_rate : target rate in Hz, or None to keep the file's own rate.
     mono : average the channels into one (shape ``(n,)``); else ``(channels, n)``.
     min_seconds, max_seconds : accepted length; ``max_seconds=None`` means no limit.
+    tick : called with the fraction decoded after each block (to report progress, or to
+        cancel by raising).
 
     Raises
     ------
@@ -266,7 +272,7 @@ def load_audio(
                 f"{_fmt_seconds(max_seconds)}. Trim it and upload it again.",
             )
 
-    decoded = _decode_soundfile(path, mono)
+    decoded = _decode_soundfile(path, mono, tick)
     if decoded is None:
         decoded = _decode_ffmpeg(path, max_seconds, mono)
     if decoded is None:

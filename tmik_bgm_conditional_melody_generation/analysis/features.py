@@ -108,19 +108,42 @@ def onset_envelopes(mel: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[np.ndarray,
     )
 
 
-def pitch_salience(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Linear semitone salience (84 semitones from C1), tuning-corrected."""
-    n_bins = 12 * PITCH_OCTAVES * BINS_PER_SEMITONE
-    cqt = np.abs(
-        librosa.cqt(
-            y,
+def _cqt_magnitude(
+    y: np.ndarray, sr: int, tick: Callable[[float], None] | None = None, chunk_s: float = 120.0
+) -> np.ndarray:
+    """|CQT| (C1 upwards, 3 bins per semitone) at ``PITCH_HOP``, computed in chunks.
+
+    Each chunk is read with 2 s of context on both sides, longer than the lowest filter,
+    so the frames kept match a single whole-track transform; ``tick`` follows each chunk.
+    """
+    n_frames = 1 + len(y) // PITCH_HOP
+    context = int(np.ceil(2.0 * sr / PITCH_HOP)) * PITCH_HOP
+    # Equal chunks of at most chunk_s: no sliver of a chunk at the end.
+    n_chunks = int(np.ceil(n_frames / max(1, int(chunk_s * sr / PITCH_HOP))))
+    per_chunk = int(np.ceil(n_frames / n_chunks))
+    parts = []
+    for first in range(0, n_frames, per_chunk):
+        last = min(n_frames, first + per_chunk)
+        start = max(0, first * PITCH_HOP - context)
+        stop = min(len(y), (last - 1) * PITCH_HOP + context + 1)
+        cqt = librosa.cqt(
+            y[start:stop],
             sr=sr,
             hop_length=PITCH_HOP,
             fmin=librosa.midi_to_hz(PITCH_FMIN_MIDI),
-            n_bins=n_bins,
+            n_bins=12 * PITCH_OCTAVES * BINS_PER_SEMITONE,
             bins_per_octave=12 * BINS_PER_SEMITONE,
         )
-    )
+        offset = (first * PITCH_HOP - start) // PITCH_HOP
+        parts.append(np.abs(cqt[:, offset : offset + last - first]))
+        if tick is not None:
+            tick(last / n_frames)
+    return np.concatenate(parts, axis=1)
+
+
+def pitch_salience(y: np.ndarray, sr: int = SAMPLE_RATE, tick: Callable[[float], None] | None = None) -> np.ndarray:
+    """Linear semitone salience (84 semitones from C1), tuning-corrected."""
+    cqt = _cqt_magnitude(y, sr, tick)
     # Estimate the tuning offset (in thirds of a semitone) from where the energy sits.
     per_offset = cqt.reshape(12 * PITCH_OCTAVES, BINS_PER_SEMITONE, -1).sum(axis=(0, 2))
     shift = int(np.argmax(per_offset)) - BINS_PER_SEMITONE // 2
@@ -178,8 +201,7 @@ def compute_features(y: np.ndarray, sr: int = SAMPLE_RATE, tick: Callable[[float
     report = tick or (lambda fraction: None)
     mel = mel_spectrogram(y, sr, tick=lambda f: report(0.7 * f))
     onset, accent, onset_low = onset_envelopes(mel, sr)
-    report(0.75)
-    salience = pitch_salience(y, sr)
+    salience = pitch_salience(y, sr, tick=lambda f: report(0.7 + 0.25 * f))
     note_onset = pitch_flux(salience, len(onset))
     # Chords read near-linear salience best; the key reads harmonic-free salience best.
     pitch = compress(salience, 10.0)

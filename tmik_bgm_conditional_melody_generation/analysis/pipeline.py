@@ -85,7 +85,12 @@ def analyze_file(path: str | Path, sensitivity: float = 0.5, progress: ProgressC
     if progress is not None:
         progress("load", 0.0)
     audio = load_audio(
-        path, sample_rate=SAMPLE_RATE, mono=True, min_seconds=cfg.min_audio_seconds, max_seconds=cfg.max_audio_seconds
+        path,
+        sample_rate=SAMPLE_RATE,
+        mono=True,
+        min_seconds=cfg.min_audio_seconds,
+        max_seconds=cfg.max_audio_seconds,
+        tick=None if progress is None else (lambda fraction: progress("load", 0.05 * fraction)),
     )
     result = analyze(audio, sensitivity=sensitivity, progress=progress)
     log.info(
