@@ -166,3 +166,22 @@ def test_cancel_lands_while_a_long_file_is_still_loading(tmp_path):
     with pytest.raises(Cancelled):
         analyze_file(path, progress=cancel_mid_load)
     assert all(stage == "load" for stage, _ in seen)
+
+
+def test_six_eight_at_a_walking_tempo_keeps_the_dotted_quarter():
+    # 6/8 at 74 dotted quarters per minute: the eighth-note pulse runs at 222 per minute.
+    track = song(["G:maj", "C:maj", "D:7", "G:maj"], bpm=74, beats_per_bar=2, subdivision=3, bars=20)
+    result = run(track)
+    assert abs(result.tempo - 74) < 3
+    assert result.time_signature == "6/8"
+
+
+@pytest.mark.parametrize("group", [2, 3])
+def test_a_fast_pulse_groups_by_its_accent_pattern(group):
+    from tmik_bgm_conditional_melody_generation.analysis.beats import _grouping
+
+    fps, lag = 86.13, 23.0  # a 225-per-minute pulse
+    act = np.zeros(int(40 * fps))
+    for i, frame in enumerate(np.arange(20, len(act) - 5, lag).astype(int)):
+        act[frame] = 1.0 if i % group == 0 else 0.55
+    assert _grouping(act, fps, lag) == group

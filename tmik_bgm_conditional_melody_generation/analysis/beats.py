@@ -172,10 +172,25 @@ def estimate_pulse(act: np.ndarray, fps: float) -> PulseEstimate:
             break
         lag = _refine_peak(acf, lag / k)
     while 60.0 * fps / lag > FASTEST_BEAT_BPM[2] and 3 * lag < len(acf) - 2:
-        two, three = _acf_at(acf, 2 * lag), _acf_at(acf, 3 * lag)
-        lag = _refine_peak(acf, (3 if three > two + 0.02 else 2) * lag)
+        lag = _refine_peak(acf, _grouping(act, fps, lag) * lag)
     scores = {round(60.0 * fps / k, 1): round(float(acf[int(k)]), 3) for k in peaks}
     return PulseEstimate(period=lag / fps, scores=scores)
+
+
+def _grouping(act: np.ndarray, fps: float, lag: float) -> int:
+    """Whether a fast pulse groups in twos or threes: 2 or 3.
+
+    Tracks the pulse itself and compares how the accent on each pulse correlates with the
+    accent two and three pulses later. Measured on the tracked pulses, this follows drift
+    and swing that blur the same comparison made on the raw autocorrelation.
+    """
+    pulses = track_beats(np.clip(act, 0.0, 1.0), fps, lag / fps)
+    accents = act[np.clip(np.round(pulses * fps).astype(int), 0, len(act) - 1)]
+    if len(accents) < 12 or accents.std() < 1e-9:
+        return 2
+    z = (accents - accents.mean()) / accents.std()
+    by_two, by_three = float(np.mean(z[2:] * z[:-2])), float(np.mean(z[3:] * z[:-3]))
+    return 3 if by_three > by_two else 2
 
 
 @numba.njit(cache=True)

@@ -139,8 +139,9 @@ def fold_gradient(grad_matrix: np.ndarray, n_q: int) -> np.ndarray:
     return picked.sum(axis=2).transpose(1, 0, 2).reshape(n_q, 24)
 
 
-def logits_from(x: np.ndarray, stats: np.ndarray, weights: np.ndarray, bias: np.ndarray,
-                n_weights: np.ndarray, n_bias: float) -> np.ndarray:
+def logits_from(
+    x: np.ndarray, stats: np.ndarray, weights: np.ndarray, bias: np.ndarray, n_weights: np.ndarray, n_bias: float
+) -> np.ndarray:
     """(n, 1 + 12 Q) class scores from :func:`design` inputs and :func:`n_statistics`."""
     scorer = expand(weights)
     z = np.empty((len(x), 1 + scorer.shape[1]))
