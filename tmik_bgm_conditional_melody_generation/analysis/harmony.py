@@ -65,10 +65,17 @@ def beat_chroma(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Treble chroma, bass chroma, loudness and bounds of each inter-beat interval.
 
-    ``pitch`` is semitone salience from C1 (see :mod:`.features`). The intervals are
-    [0, b0), [b0, b1), ..., [b_last, duration), so the chords cover the whole track.
+    ``pitch`` is semitone salience from C1 (see :mod:`.features`). The intervals run from
+    0 s to the end, so the chords cover the whole track: the beats, plus one more beat
+    before the first and after the last, so the last chord is not smeared over the fade-out
+    (nor the first over a silent lead-in).
     """
-    bounds = np.unique(np.concatenate([[0.0], beats, [duration]]))
+    beats = np.asarray(beats, dtype=np.float64)
+    edges = [0.0, duration]
+    if len(beats) > 1:
+        step = float(np.median(np.diff(beats)))
+        edges += [t for t in (beats[0] - step, beats[-1] + step) if 0.05 < t < duration - 0.05]
+    bounds = np.unique(np.concatenate([edges, beats]))
     treble = sync(chroma_from_pitch(pitch, min_midi=BASS_MAX_MIDI - 11), pitch_fps, bounds)
     bass = sync(chroma_from_pitch(pitch, max_midi=BASS_MAX_MIDI), pitch_fps, bounds)
     level = sync(pitch.max(axis=0, keepdims=True), pitch_fps, bounds)[0]
