@@ -185,3 +185,22 @@ def test_a_fast_pulse_groups_by_its_accent_pattern(group):
     for i, frame in enumerate(np.arange(20, len(act) - 5, lag).astype(int)):
         act[frame] = 1.0 if i % group == 0 else 0.55
     assert _grouping(act, fps, lag) == group
+
+
+def test_a_drum_intro_has_no_chord():
+    from synth_music import SR, hat, kick
+
+    y = np.zeros(SR * 17, np.float32)
+    for i in range(32):
+        start = int((0.5 + i * 0.5) * SR)
+        if i % 2 == 0:
+            y[start : start + len(kick())] += kick()
+        h = 3 * hat(seed=i)
+        y[start : start + len(h)] += h
+    t = np.arange(SR * 8) / SR
+    chord = 0.1 * sum(np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0))
+    y[int(8.5 * SR) : int(8.5 * SR) + len(t)] += chord.astype(np.float32)
+    result = analyze(Audio(y, SR, SR, 1, "synthetic"))
+    labels = {label for start, end, label in result.chords if end <= 8.0}
+    assert labels == {"N"}
+    assert any(label == "C:maj" and start < 9.0 and end > 16.0 for start, end, label in result.chords)
