@@ -164,18 +164,21 @@ def create_app(
             return _error(400, "invalid_query", f"state must be one of {', '.join(sorted(_STATES))}.")
         return jsonify(tasks=runner.list_tasks(job_id=request.args.get("job_id"), state=state_filter))
 
+    def _task_not_found(task_id: str) -> tuple[Response, int]:
+        return _error(404, "task_not_found", f"No task {task_id!r} (unknown, or finished over an hour ago).")
+
     @app.get("/v1/tasks/<task_id>")
     def get_task(task_id: str) -> Response | tuple[Response, int]:
         task = runner.get(task_id)
         if task is None:
-            return _error(404, "task_not_found", f"No task {task_id!r} (unknown, or finished over an hour ago).")
+            return _task_not_found(task_id)
         return jsonify(task)
 
     @app.delete("/v1/tasks/<task_id>")
     def cancel_task(task_id: str) -> Response | tuple[Response, int]:
         task = runner.cancel(task_id)
         if task is None:
-            return _error(404, "task_not_found", f"No task {task_id!r} (unknown, or finished over an hour ago).")
+            return _task_not_found(task_id)
         return jsonify(task)
 
     @app.errorhandler(HTTPException)
