@@ -19,7 +19,7 @@ APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm libsndfile1
 SOUNDFONT_FILE ?= /usr/share/sounds/sf2/FluidR3_GM.sf2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps run test eval bench train-chords lint clean
+.PHONY: help venv system-deps run test eval bench train-chords train-melody lint clean
 
 help: ## list the targets
 	@echo "Targets:"
@@ -68,14 +68,19 @@ run: system-deps venv ## start the whole system on localhost (embedded mode); Ct
 test: system-deps venv ## run the test suite
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
-eval: system-deps venv ## measure analysis quality on the rendered evaluation set
+eval: system-deps venv ## measure analysis quality, then melody quality, on the rendered evaluation set
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.eval_analysis
+	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.eval_melody
 
-bench: venv ## measure analysis speed on 3-minute tracks
+bench: system-deps venv ## measure analysis and melody generation speed on a 3-minute track
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.bench_analysis
+	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.bench_melody
 
 train-chords: system-deps venv ## retrain the shipped chord model (analysis/chord_model.npz), about 4 min
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.train_chords
+
+train-melody: venv ## retrain the shipped melody checkpoint (checkpoints/getdiff_default.pt), about an hour
+	$(VPY) -m tmik_bgm_conditional_melody_generation.training.train
 
 lint: venv ## ruff check
 	$(VPY) -m ruff check .

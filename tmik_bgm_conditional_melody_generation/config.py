@@ -38,6 +38,11 @@ class Config:
     log_level: str
 
 
+def melody_checkpoint() -> str | None:
+    """MELODY_CHECKPOINT: a checkpoint file to use instead of the automatic choice (see checkpoint.py)."""
+    return os.environ.get("MELODY_CHECKPOINT", "").strip() or None
+
+
 def load() -> Config:
     """Read the service configuration from the environment."""
     return Config(

@@ -6,9 +6,10 @@ MELODY_SERVICE_HOST:MELODY_SERVICE_PORT). All paths are relative to SHARED_DATA_
 Endpoints (JSON in, JSON out; errors are always ``{"error": {"code", "message"}}``):
 
 ``GET /health``
-    200 ``{"status": "ok", "model", "version", "warm", "task_types"}``. ``warm`` turns true
-    once the background warm-up (numba compilation, ~20 s) is over; the service accepts
-    tasks before that, they are only slower.
+    200 ``{"status": "ok", "model", "model_error", "version", "warm", "task_types"}``.
+    ``warm`` turns true once the background warm-up (numba compilation, loading the melody
+    checkpoint) is over; the service accepts tasks before that, they are only slower.
+    ``model`` names the loaded checkpoint; ``model_error`` says why none could be loaded.
 ``POST /v1/tasks``
     body ``{"job_id", "type", "input": {...}, "params": {...}}`` -> 202 with the task
     (see below) and a ``Location`` header. ``type`` is **required**: the service runs more
@@ -18,6 +19,9 @@ Endpoints (JSON in, JSON out; errors are always ``{"error": {"code", "message"}}
     input names or params are refused, so a misspelling fails loudly.
     ``analyze``: ``input = {"audio": "input/<job>/background.wav"}``,
     ``params = {"sensitivity": 0..1}`` -> outputs ``{"analysis": "melody_results/<job_id>/analysis.json"}``.
+    ``generate``: ``input = {"audio", "lyrics" (optional file)}``, ``params = {"sensitivity",
+    "randomness", "seed", "lyrics" (text), "vocal_range"}`` -> outputs ``{"analysis", "melody",
+    "melody_json"}`` (see :mod:`.generate`).
     400: malformed JSON or fields, unsafe ``job_id`` (letters, digits, ``-``, ``_``, at most
     128), absolute or ``..`` paths; 404: input file missing; 422: unknown ``type``, a
     parameter of the wrong type or out of range; 503: backlog full / shutting down.
@@ -47,7 +51,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, analysis, analyze
+from . import __version__, analysis, analyze, generate, melody
 from . import config as service_config
 from .tasks import (
     FINISHED_STATES,
@@ -66,9 +70,8 @@ from .tasks import (
 # Under ``python -m`` __name__ is "__main__"; log under the module's real name regardless.
 log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
-MODEL = "analysis"  # what answers requests today; the GETDiff checkpoint's name once it exists
 MAX_REQUEST_BYTES = 64 * 1024  # task requests carry paths and a few numbers, never audio
-TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (analyze.TASK_TYPE,)}
+TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (analyze.TASK_TYPE, generate.TASK_TYPE)}
 _STATES = frozenset({QUEUED, RUNNING, *FINISHED_STATES})
 _FIELDS = {"job_id", "type", "input", "params"}
 _STATUS = {InvalidRequest: 400, InputNotFound: 404, InvalidParams: 422, RunnerBusy: 503}
@@ -81,6 +84,8 @@ class ServiceState:
     def __init__(self, runner: TaskRunner):
         self.runner = runner
         self.warm = threading.Event()
+        self.model = "not loaded"
+        self.model_error: str | None = None
 
 
 def _error(status: int, code: str, message: str) -> tuple[Response, int]:
@@ -94,8 +99,14 @@ def _warm_up(state: ServiceState) -> None:
     except Exception:  # a failed warm-up only costs the first request some time
         log.exception("warm-up failed; the first analysis will be slower")
         return
+    try:
+        loaded = melody.load_model(generate.checkpoint_from_env())
+        state.model = loaded.name
+    except Exception as exc:  # noqa: BLE001 - generate tasks then fail with this reason; analyze still works
+        state.model_error = str(exc)
+        log.error("melody model unavailable: %s", exc)
     state.warm.set()
-    log.info("warm-up done in %.1f s", seconds)
+    log.info("warm-up done in %.1f s (model: %s)", seconds, state.model)
 
 
 def _parse_task_request(body: Any) -> TaskRequest:
@@ -145,8 +156,8 @@ def create_app(
 
     @app.get("/health")
     def health() -> Response:
-        return jsonify(status="ok", model=MODEL, version=__version__, warm=state.warm.is_set(),
-                       task_types=runner.task_types)
+        return jsonify(status="ok", model=state.model, model_error=state.model_error, version=__version__,
+                       warm=state.warm.is_set(), task_types=runner.task_types)
 
     @app.post("/v1/tasks")
     def submit_task() -> tuple[Response, int, dict[str, str]] | tuple[Response, int]:

@@ -308,8 +308,9 @@ class TaskRunner:
 def _error_of(exc: Exception) -> dict[str, str]:
     """The error a client sees: bad input keeps its code and message; anything else is ours."""
     code, message = getattr(exc, "code", None), getattr(exc, "message", None)
-    if isinstance(exc, ValueError) and isinstance(code, str) and isinstance(message, str):
-        return {"code": code, "message": message}  # AudioError, TaskRequestError
+    if isinstance(code, str) and isinstance(message, str) and (isinstance(exc, ValueError)
+                                                               or getattr(exc, "public", False)):
+        return {"code": code, "message": message}  # AudioError, TaskRequestError, CheckpointError
     if isinstance(exc, ValueError):
         return {"code": "invalid_input", "message": str(exc) or "The input could not be used."}
     return {"code": "internal_error", "message": "The task failed because of an internal error; "

@@ -57,6 +57,8 @@ class Analysis:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        # mkstemp makes the file private; the other services (other users in containers) read it.
+        os.chmod(tmp, 0o644)
         try:
             with os.fdopen(fd, "w") as fh:
                 json.dump(self.to_dict(), fh, indent=1)

@@ -1,0 +1,151 @@
+"""Write a lead melody for an analysed background track: plain functions, no I/O but the MIDI writer.
+
+:func:`compose` turns an :class:`..analysis.Analysis` into a :class:`Composition` (the
+melody as a :class:`..getscore.Song` on the track's grid, with the timeline that places it
+in seconds): timeline -> lead plan (range, key, harmony, phrases, lyrics, repetition) ->
+GETDiff sampling -> notes with syllables. :func:`write_midi` writes ``melody.mid`` on the
+audio's own timeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .analysis import Analysis
+from .checkpoint import LoadedModel, resolve_checkpoint
+from .constraints import LeadPlan, build_plan
+from .getscore import Song, decode_notes, song_to_midi
+from .lyrics import Lyrics, fit_syllables
+from .sampling import SamplerSettings, generate_lead
+from .timeline import Timeline, timeline_from_analysis
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RANGE = (57, 76)  # A3..E5: a comfortable range for most voices when no style is given
+SAMPLING_STEPS = 40
+
+ProgressCallback = Callable[[str, float], None]
+
+
+@dataclass
+class Composition:
+    """A generated melody and where it sits in the recording."""
+
+    song: Song
+    timeline: Timeline
+    plan: LeadPlan
+    model: str
+    seed: int
+    randomness: float
+    seconds: float
+    info: dict = field(default_factory=dict)
+
+    def note_times(self) -> list[tuple[float, float, int]]:
+        """Notes as ``(start_s, end_s, pitch)`` on the recording's timeline."""
+        t = self.timeline.column_times
+        return [(float(t[c]), float(t[min(c + d, len(t) - 1)]), p) for c, d, p in self.song.notes]
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """``"A3-E5"`` or ``"57-76"`` -> MIDI (low, high)."""
+    import librosa
+
+    try:
+        lo, hi = (p.strip() for p in text.replace("..", "-").split("-", 1))
+        conv = [int(v) if v.lstrip("-").isdigit() else round(librosa.note_to_midi(v)) for v in (lo, hi)]
+    except (ValueError, librosa.ParameterError):
+        raise ValueError(f"vocal range {text!r}: write it as LOW-HIGH, e.g. A3-E5 or 57-76") from None
+    return conv[0], conv[1]
+
+
+_MODEL_CACHE: dict[str, LoadedModel] = {}
+
+
+def load_model(checkpoint: str | Path | None = None) -> LoadedModel:
+    """The denoiser to use (cached per checkpoint path); see :func:`..checkpoint.resolve_checkpoint`."""
+    key = str(checkpoint or "")
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = resolve_checkpoint(checkpoint)
+        log.info("loaded melody model %s from %s", _MODEL_CACHE[key].name, _MODEL_CACHE[key].path)
+    return _MODEL_CACHE[key]
+
+
+def compose(analysis: Analysis, *, randomness: float = 0.5, seed: int = 0, lyrics: Lyrics | None = None,
+            vocal_range: tuple[int, int] = DEFAULT_RANGE, model: LoadedModel | None = None,
+            steps: int = SAMPLING_STEPS, progress: ProgressCallback | None = None) -> Composition:
+    """Write a lead melody for an analysed background track.
+
+    Parameters
+    ----------
+    analysis : the background's analysis (beats, meter, key, chords, sections).
+    randomness : Creative Randomness, 0 (safe, most likely notes) .. 1 (adventurous).
+    seed : the same seed, inputs and model give the same melody.
+    lyrics : when given, every phrase gets one note per syllable of its line, and the
+        notes carry the syllables.
+    vocal_range : lowest and highest MIDI pitch the voice may sing.
+    model : a loaded checkpoint (default: :func:`load_model`).
+    steps : sampling steps per window.
+    progress : ``progress(stage, fraction)``; may raise to cancel.
+    """
+    t0 = time.time()
+    if not 0.0 <= randomness <= 1.0:
+        raise ValueError(f"randomness {randomness} must be between 0 and 1")
+    model = model or load_model()
+    report = progress or (lambda stage, frac: None)
+    report("plan", 0.0)
+    timeline = timeline_from_analysis(analysis)
+    rng = np.random.default_rng(seed)
+    lines = list(lyrics.syllables_per_line) if lyrics is not None else None
+    plan = build_plan(timeline, low=vocal_range[0], high=vocal_range[1], lyric_lines=lines,
+                      randomness=randomness, rng=rng)
+    settings = SamplerSettings.from_randomness(randomness, steps)
+    grid = timeline.grid()
+    report("generate", 0.0)
+    out = generate_lead(model.denoiser, grid, plan, settings, seed + 1, window=model.max_window,
+                        progress=lambda f: report("generate", f))
+    song = timeline.song()
+    song.notes = decode_notes(out)
+    if lyrics is not None:
+        song.lyrics = _syllables_for(song, plan, lyrics)
+    report("generate", 1.0)
+    info = {"notes": len(song.notes), "phrases": len(plan.phrases), "repeated_columns": len(plan.copy_from),
+            "window": model.max_window, "steps": steps}
+    return Composition(song, timeline, plan, model.name, seed, randomness, time.time() - t0, info)
+
+
+def _syllables_for(song: Song, plan: LeadPlan, lyrics: Lyrics) -> list[str]:
+    """One syllable per note, line by line as the plan assigned lines to phrases."""
+    lines = lyrics.lines
+    texts: list[str] = []
+    by_phrase: dict[int, list[int]] = {}
+    for i, (c, _, _) in enumerate(song.notes):
+        by_phrase.setdefault(int(plan.phrase[c]), []).append(i)
+    out = [""] * len(song.notes)
+    used_in_line: dict[int, int] = {}
+    for p, idx in sorted(by_phrase.items()):
+        line_no = plan.lines_of_phrase.get(p)
+        if line_no is None:
+            continue
+        line = lines[line_no]
+        start = used_in_line.get(p, 0)
+        sylls = [s.text for s in line.syllables]
+        # A long line spread over several phrases continues where the previous phrase stopped.
+        prev = [q for q in by_phrase if q < p and plan.lines_of_phrase.get(q) == line_no]
+        start = sum(len(by_phrase[q]) for q in prev)
+        for k, i in enumerate(idx):
+            j = start + k
+            out[i] = sylls[j] if j < len(sylls) else "-"
+    texts = out
+    _ = fit_syllables
+    return texts
+
+
+def write_midi(composition: Composition, path: str | Path) -> None:
+    """``melody.mid`` on the recording's own timeline (tempo map from the beats), with lyrics."""
+    song_to_midi(composition.song, path, column_times=composition.timeline.column_times, chords_track=False)
