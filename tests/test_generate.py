@@ -137,7 +137,7 @@ def test_cli_writes_analysis_melody_and_record(tmp_path, pop_wav) -> None:
     assert notes[0].start >= a["beats"][0] - 0.01
     assert all(60 <= n.pitch <= 72 for n in notes)
     lyr_events = miditoolkit.MidiFile(str(out / "melody.mid")).lyrics
-    assert [x.text for x in lyr_events][:4] == ["Here", "comes", "the", "mor"]
+    assert [x.text for x in lyr_events][:4] == ["Here", "comes", "the", "morn"]
 
 
 def test_cli_bad_inputs_exit_2(tmp_path, pop_wav) -> None:
@@ -220,3 +220,25 @@ def test_service_generate_cancel(gen_client, pop_wav, monkeypatch) -> None:
     client.delete(f"/v1/tasks/{task_id}")
     task = wait_for(client, task_id, {"cancelled", "done", "failed"}, timeout=10)
     assert task["state"] == "cancelled"
+
+
+def test_cli_regenerates_one_span_and_keeps_the_rest(tmp_path, pop_wav) -> None:
+    out = tmp_path / "out"
+    assert run_cli(pop_wav, "--out", out, "--seed", "1").returncode == 0
+    before = json.loads((out / "melody.json").read_text())["notes"]
+    r = run_cli(pop_wav, "--out", out, "--seed", "2", "--regenerate", "8-16")
+    assert r.returncode == 0, r.stderr
+    after = json.loads((out / "melody.json").read_text())["notes"]
+
+    def outside(notes):
+        return [(round(n["start"], 2), n["pitch"]) for n in notes if n["start"] < 7.9 or n["start"] >= 16.1]
+
+    def inside(notes):
+        return [(round(n["start"], 2), n["pitch"]) for n in notes if 8.1 <= n["start"] < 15.9]
+
+    assert outside(after) == outside(before)
+    assert inside(after) != inside(before)
+    r = run_cli(pop_wav, "--out", tmp_path / "fresh", "--regenerate", "8-16")
+    assert r.returncode == 2 and "no_previous_melody" in r.stderr
+    r = run_cli(pop_wav, "--out", out, "--regenerate", "16-8")
+    assert r.returncode == 2 and "START" in r.stderr

@@ -219,10 +219,11 @@ def test_detect_and_find(official, tmp_path):
     assert find_official_checkpoint(tmp_path) is None
 
 
-def test_official_checkpoint_without_dictionary_is_not_found(tmp_path):
+def test_official_checkpoint_without_dictionary_is_an_error_not_a_fallback(tmp_path):
     save_checkpoint(tmp_path / "small.pth", OfficialGETMusic(**SMALL), ema_bias_offset=None)
     assert detect_official(tmp_path / "small.pth")
-    assert find_official_checkpoint(tmp_path) is None
+    with pytest.raises(CheckpointError, match="dict.txt"):
+        find_official_checkpoint(tmp_path)
     write_dictionary(tmp_path / "dict.txt")
     assert find_official_checkpoint(tmp_path) == (tmp_path / "small.pth", tmp_path / "dict.txt")
 

@@ -115,3 +115,15 @@ def test_bad_range_is_refused() -> None:
     tl = timeline_from_analysis(song_analysis())
     with pytest.raises(ValueError, match="vocal range"):
         build_plan(tl, low=80, high=70)
+
+
+def test_rests_in_a_drum_intro_but_sings_over_a_track_without_harmony(model) -> None:
+    a = song_analysis()
+    intro_end = a.downbeats[2]
+    a.chords = [(max(s, intro_end), e, lab) for s, e, lab in a.chords if e > intro_end]
+    tl, _, notes = run(model, a)
+    assert notes and all(tl.column_times[c] >= intro_end - 1e-6 for c, _, _ in notes)
+    a.chords = []
+    _, _, notes = run(model, a)
+    assert len(notes) > 20
+    assert all(p % 12 in scale_pcs(0, "major") for *_, p in notes)

@@ -7,6 +7,10 @@ A :class:`LeadPlan` is plain per-column data, built once per song:
   chord sounding there (a secondary dominant's leading tone is fine);
 * **harmony**: chord tones get a bonus on beats, a bigger one on downbeats (the model
   already prefers them; this makes the preference dependable);
+* **rhythm**: a note starting between two 8ths (on a 16th) costs a penalty: sung lines
+  move mostly in 8ths, and the lyrics' syllables need the time;
+* **where to sing**: where the track has chords (not in a drum intro), or everywhere when
+  it has almost none;
 * **phrases and breaths**: bars are grouped into phrases of about 4-8 seconds; the last
   8th note of each phrase is a breath: no note may start or sound there;
 * **density**: with lyrics, each phrase must hold exactly as many notes as its line has
@@ -32,6 +36,10 @@ from .timeline import Timeline
 NO_PHRASE = -1
 BREATH_COLS = 2  # an 8th note
 MIN_PHRASE_SECONDS = 3.5
+CHORD_BONUS = 2.0  # logits added to chord tones on beats (twice that on downbeats)
+VARY_MAX = 0.35  # share of repeated bars rewritten instead of copied at Creative Randomness 1
+CHORD_MATCH = 0.5  # a repeated bar is copied when at least this share of its beats has the source's chord root
+SIXTEENTH_PENALTY = 2.0  # logits taken from a note starting on an off-8th 16th (sung lines move in 8ths)
 
 
 @dataclass
@@ -93,7 +101,7 @@ def build_phrases(timeline: Timeline) -> list[tuple[int, int]]:
 
 def build_plan(timeline: Timeline, *, low: int, high: int, lyric_lines: Sequence[int] | None = None,
                randomness: float = 0.5, rng: np.random.Generator | None = None,
-               chord_bonus: float = 1.0) -> LeadPlan:
+               chord_bonus: float = CHORD_BONUS, sixteenth_penalty: float = SIXTEENTH_PENALTY) -> LeadPlan:
     """Constraints for writing a lead on ``timeline``.
 
     ``low``/``high``: the voice's range (MIDI, inclusive); ``lyric_lines``: syllables per
@@ -122,10 +130,15 @@ def build_plan(timeline: Timeline, *, low: int, high: int, lyric_lines: Sequence
         bias[c0:c1] = block[None, :] + chord_bonus * strength[:, None] * tones[pcs][None, :]
     no_chord = ~has_chord
     bias[no_chord] = np.where(in_range & scale[pitches % 12], 0.0, -np.inf)[None, :]
+    # The voice rests where the track has no harmony (a drum intro), unless it hardly has any
+    # (a drum or noise track): then it sings in the key throughout.
+    singable = has_chord if has_chord.mean() >= 0.2 else np.ones(n, dtype=bool)
+    odd = (timeline.bar_position % 2) == 1
+    bias[odd, 1:] -= sixteenth_penalty
     bias[:, 0] = 0.0  # PAD (no onset) is always possible unless a rule below forces a note
     phrases = build_phrases(timeline)
     phrase = np.full(n, NO_PHRASE, dtype=np.int64)
-    sounding = has_chord.copy()
+    sounding = singable.copy()
     for i, (c0, c1) in enumerate(phrases):
         phrase[c0:c1] = i
         sounding[max(c0, c1 - BREATH_COLS):c1] = False
@@ -184,7 +197,7 @@ def _repetitions(timeline: Timeline, plan: LeadPlan, randomness: float, rng: np.
     """Column -> source column for bars of repeated sections."""
     first: dict[str, tuple[int, int]] = {}
     copy: dict[int, int] = {}
-    vary = 0.35 * float(np.clip(randomness, 0.0, 1.0))
+    vary = VARY_MAX * float(np.clip(randomness, 0.0, 1.0))
     bar = timeline.bar_cols
     for s0, s1, label in timeline.sections:
         if label not in first:
@@ -197,7 +210,9 @@ def _repetitions(timeline: Timeline, plan: LeadPlan, randomness: float, rng: np.
         for src, dst in zip(src_bars, dst_bars, strict=False):
             if dst + bar > timeline.n_cols or src + bar > dst:
                 continue
-            if _bar_roots(timeline, src, src + bar) != _bar_roots(timeline, dst, dst + bar):
+            same = np.mean([a == b for a, b in zip(_bar_roots(timeline, src, src + bar),
+                                                    _bar_roots(timeline, dst, dst + bar), strict=True)])
+            if same < CHORD_MATCH:
                 continue
             ps, pd = plan.phrase[src], plan.phrase[dst]
             if plan.onset_targets and plan.onset_targets.get(int(ps)) != plan.onset_targets.get(int(pd)):

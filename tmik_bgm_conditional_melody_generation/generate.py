@@ -4,6 +4,7 @@ CLI::
 
     python -m tmik_bgm_conditional_melody_generation.generate IN.wav --out DIR [--sensitivity 0..1]
         [--randomness 0..1] [--seed N] [--lyrics-file F] [--range A3-E5] [--checkpoint PATH]
+        [--regenerate START-END]
 
 writes ``DIR/analysis.json``, ``DIR/melody.mid`` (on the recording's timeline, lyrics as
 lyric events) and ``DIR/melody.json`` (the notes in seconds with their syllables, and how
@@ -13,7 +14,8 @@ they were made: model, seed, randomness, range). Exit status 0; 2 for input it c
 Service task ``generate``: ``input = {"audio": "input/<job>/background.wav",
 "lyrics": "input/<job>/lyrics.txt" (optional)}``, ``params = {"sensitivity", "randomness",
 "seed", "lyrics" (text, instead of the file), "vocal_range" ([low, high] MIDI or
-"A3-E5")}``, all optional; outputs ``{"analysis", "melody", "melody_json"}`` under
+"A3-E5"), "regenerate" ([start, end] seconds: rewrite only that span of the job's existing
+melody)}``, all optional; outputs ``{"analysis", "melody", "melody_json"}`` under
 ``melody_results/<job_id>/``. The CLI and the service call the same :func:`run_generation`.
 """
 
@@ -71,8 +73,12 @@ def checkpoint_from_env() -> str | None:
 def run_generation(audio_path: str | Path, out_dir: str | Path, *, sensitivity: float = DEFAULT_SENSITIVITY,
                    randomness: float = DEFAULT_RANDOMNESS, seed: int = 0, lyrics: Lyrics | None = None,
                    vocal_range: tuple[int, int] = DEFAULT_RANGE, checkpoint: str | Path | None = None,
+                   regenerate: tuple[float, float] | None = None,
                    progress: ProgressCallback | None = None) -> tuple[analysis.Analysis, Composition]:
     """Analyse ``audio_path``, write a melody for it, and write the three files into ``out_dir``.
+
+    ``regenerate`` (start, end seconds): rewrite only that span of the melody already in
+    ``out_dir/melody.json`` (made from the same track), keeping the rest note for note.
 
     Raises :class:`AudioError` (bad audio), :class:`GenerationError` (no beat grid, bad
     range), :class:`CheckpointError` (model), and whatever ``progress`` raises (cancel).
@@ -84,6 +90,7 @@ def run_generation(audio_path: str | Path, out_dir: str | Path, *, sensitivity: 
                               f"semitones) inside MIDI {LOW_PITCH}..{HIGH_PITCH}")
     model = load_model(checkpoint)  # fail before the analysis when the model is unusable
     out_dir = Path(out_dir)
+    previous = _previous_notes(out_dir / "melody.json") if regenerate is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
     result = analysis.analyze_file(audio_path, sensitivity=sensitivity,
                                    progress=lambda s, f: report(s, f * _ANALYSIS_SHARE))
@@ -94,7 +101,7 @@ def run_generation(audio_path: str | Path, out_dir: str | Path, *, sensitivity: 
 
     try:
         comp = compose(result, randomness=randomness, seed=seed, lyrics=lyrics, vocal_range=(low, high),
-                       model=model, progress=scaled)
+                       model=model, previous=previous, regenerate=regenerate, progress=scaled)
     except TimelineError as exc:
         raise GenerationError(exc.code, str(exc)) from None
     report("writing", 0.98)
@@ -102,6 +109,29 @@ def run_generation(audio_path: str | Path, out_dir: str | Path, *, sensitivity: 
     _write_atomic(out_dir / "melody.json",
                   lambda p: Path(p).write_text(json.dumps(melody_record(result, comp), indent=1) + "\n"))
     return result, comp
+
+
+def _previous_notes(path: Path) -> list[tuple[float, float, int]]:
+    """The notes of an earlier melody.json, to keep around a regenerated span."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return [(float(n["start"]), float(n["end"]), int(n["pitch"])) for n in record["notes"]]
+    except FileNotFoundError:
+        raise GenerationError("no_previous_melody", f"there is no melody to regenerate a part of ({path} is "
+                              "missing); generate the whole melody first") from None
+    except (ValueError, KeyError, TypeError):
+        raise GenerationError("no_previous_melody", f"{path} is not a melody.json written by generate") from None
+
+
+def parse_span(text: str) -> tuple[float, float]:
+    """``"30-45.5"`` (seconds) -> ``(30.0, 45.5)``."""
+    try:
+        start, end = (float(v) for v in text.split("-", 1))
+    except ValueError:
+        raise ValueError(f"span {text!r}: write it as START-END in seconds, e.g. 30-45.5") from None
+    if not 0 <= start < end:
+        raise ValueError(f"span {text!r}: START must be >= 0 and before END")
+    return start, end
 
 
 def _write_atomic(path: Path, writer) -> None:
@@ -142,7 +172,7 @@ def _range_param(value: Any) -> tuple[int, int]:
 def _prepare(request: TaskRequest, data_dir: Path) -> Work:
     """Validate a ``generate`` request and return its work (see the module docstring)."""
     check_keys(request.input, {"audio", "lyrics"}, "input", InvalidRequest)
-    check_keys(request.params, {"sensitivity", "randomness", "seed", "lyrics", "vocal_range"}, "params")
+    check_keys(request.params, {"sensitivity", "randomness", "seed", "lyrics", "vocal_range", "regenerate"}, "params")
     if "audio" not in request.input:
         raise InvalidRequest("missing_field", "input.audio is required (a path relative to the "
                              "shared data folder, e.g. input/<job_id>/background.wav).")
@@ -153,6 +183,13 @@ def _prepare(request: TaskRequest, data_dir: Path) -> Work:
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
         raise InvalidParams("invalid_param", f"params.seed must be a whole number 0..{MAX_SEED}")
     vocal_range = _range_param(request.params["vocal_range"]) if "vocal_range" in request.params else DEFAULT_RANGE
+    regenerate = request.params.get("regenerate")
+    if regenerate is not None:
+        if not (isinstance(regenerate, list) and len(regenerate) == 2
+                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in regenerate)
+                and 0 <= regenerate[0] < regenerate[1]):
+            raise InvalidParams("invalid_param", "params.regenerate must be [start, end] in seconds, start < end")
+        regenerate = (float(regenerate[0]), float(regenerate[1]))
     text = request.params.get("lyrics")
     if text is not None and not isinstance(text, str):
         raise InvalidParams("invalid_param", "params.lyrics must be text")
@@ -176,7 +213,8 @@ def _prepare(request: TaskRequest, data_dir: Path) -> Work:
 
     def work(progress: ProgressCallback) -> dict[str, str]:
         run_generation(audio_path, out_dir, sensitivity=sensitivity, randomness=randomness, seed=seed,
-                       lyrics=lyrics, vocal_range=vocal_range, checkpoint=checkpoint_from_env(), progress=progress)
+                       lyrics=lyrics, vocal_range=vocal_range, checkpoint=checkpoint_from_env(),
+                       regenerate=regenerate, progress=progress)
         return {"analysis": out_rel, "melody": f"{rel_dir}/melody.mid", "melody_json": f"{rel_dir}/melody.json"}
 
     return work
@@ -209,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
                         help="GETDiff checkpoint (ours, or an official GETMusic one with dict.txt beside it); "
                              "default: MELODY_CHECKPOINT, an official checkpoint in checkpoints/, else the default")
+    parser.add_argument("--regenerate", default=None, metavar="START-END",
+                        help="rewrite only this span (seconds) of the melody already in DIR (from the same track), "
+                             "e.g. 30-45.5; the rest stays note for note")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return parser
 
@@ -224,11 +265,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         vocal_range = parse_range(args.range) if args.range else DEFAULT_RANGE
+        regenerate = parse_span(args.regenerate) if args.regenerate else None
         lyrics = parse_lyrics(read_lyrics_file(args.lyrics_file)) if args.lyrics_file else None
         result, comp = run_generation(args.input, args.out, sensitivity=args.sensitivity,
                                       randomness=args.randomness, seed=args.seed, lyrics=lyrics,
                                       vocal_range=vocal_range, checkpoint=args.checkpoint or checkpoint_from_env(),
-                                      progress=progress)
+                                      regenerate=regenerate, progress=progress)
     except (AudioError, LyricsError, GenerationError) as exc:
         print(f"error: {exc.message} [{exc.code}]", file=sys.stderr)
         return 2

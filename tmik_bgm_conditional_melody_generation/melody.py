@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from .analysis import Analysis
 from .checkpoint import LoadedModel, resolve_checkpoint
 from .constraints import LeadPlan, build_plan
 from .getscore import Song, decode_notes, song_to_midi
-from .lyrics import Lyrics, fit_syllables
+from .lyrics import MELISMA, Lyrics
 from .sampling import SamplerSettings, generate_lead
 from .timeline import Timeline, timeline_from_analysis
 
@@ -78,7 +78,8 @@ def load_model(checkpoint: str | Path | None = None) -> LoadedModel:
 
 def compose(analysis: Analysis, *, randomness: float = 0.5, seed: int = 0, lyrics: Lyrics | None = None,
             vocal_range: tuple[int, int] = DEFAULT_RANGE, model: LoadedModel | None = None,
-            steps: int = SAMPLING_STEPS, progress: ProgressCallback | None = None) -> Composition:
+            steps: int = SAMPLING_STEPS, previous: Sequence[tuple[float, float, int]] | None = None,
+            regenerate: tuple[float, float] | None = None, progress: ProgressCallback | None = None) -> Composition:
     """Write a lead melody for an analysed background track.
 
     Parameters
@@ -91,6 +92,9 @@ def compose(analysis: Analysis, *, randomness: float = 0.5, seed: int = 0, lyric
     vocal_range : lowest and highest MIDI pitch the voice may sing.
     model : a loaded checkpoint (default: :func:`load_model`).
     steps : sampling steps per window.
+    previous, regenerate : infilling: keep the notes of ``previous`` (``(start_s, end_s,
+        pitch)``, e.g. from an earlier melody.json of the same track) outside the time span
+        ``regenerate`` (seconds) and write only that span anew (say, one section).
     progress : ``progress(stage, fraction)``; may raise to cancel.
     """
     t0 = time.time()
@@ -106,8 +110,11 @@ def compose(analysis: Analysis, *, randomness: float = 0.5, seed: int = 0, lyric
                       randomness=randomness, rng=rng)
     settings = SamplerSettings.from_randomness(randomness, steps)
     grid = timeline.grid()
+    keep = None
+    if regenerate is not None:
+        grid, keep = _keep_outside(timeline, previous or [], regenerate)
     report("generate", 0.0)
-    out = generate_lead(model.denoiser, grid, plan, settings, seed + 1, window=model.max_window,
+    out = generate_lead(model.denoiser, grid, plan, settings, seed + 1, window=model.max_window, keep=keep,
                         progress=lambda f: report("generate", f))
     song = timeline.song()
     song.notes = decode_notes(out)
@@ -119,31 +126,47 @@ def compose(analysis: Analysis, *, randomness: float = 0.5, seed: int = 0, lyric
     return Composition(song, timeline, plan, model.name, seed, randomness, time.time() - t0, info)
 
 
+def _keep_outside(timeline: Timeline, previous: Sequence[tuple[float, float, int]],
+                  span: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The grid holding ``previous`` notes, and which columns to keep (all outside ``span``)."""
+    start, end = span
+    if not end > start:
+        raise ValueError(f"the span to regenerate must end after it starts, got {start}..{end} s")
+    times = timeline.column_times
+    song = timeline.song()
+    for s0, s1, pitch in previous:
+        c = int(timeline.col_of_time(s0))
+        length = max(1, int(timeline.col_of_time(s1)) - c)
+        song.notes.append((c, length, int(pitch)))
+    song.notes.sort()
+    mids = (times[:-1] + times[1:]) / 2
+    keep = (mids < start) | (mids >= end)
+    return timeline.grid(song), keep
+
+
 def _syllables_for(song: Song, plan: LeadPlan, lyrics: Lyrics) -> list[str]:
-    """One syllable per note, line by line as the plan assigned lines to phrases."""
-    lines = lyrics.lines
-    texts: list[str] = []
+    """One syllable per note, in the order the plan gave lyric lines to phrases.
+
+    A line spread over several phrases continues where the previous phrase stopped; a
+    note beyond the line's syllables (only where a line did not fit) continues the last
+    syllable (``-``).
+    """
     by_phrase: dict[int, list[int]] = {}
     for i, (c, _, _) in enumerate(song.notes):
         by_phrase.setdefault(int(plan.phrase[c]), []).append(i)
-    out = [""] * len(song.notes)
-    used_in_line: dict[int, int] = {}
+    out = [MELISMA] * len(song.notes)
+    sung_of_line: dict[int, int] = {}
     for p, idx in sorted(by_phrase.items()):
         line_no = plan.lines_of_phrase.get(p)
         if line_no is None:
             continue
-        line = lines[line_no]
-        start = used_in_line.get(p, 0)
-        sylls = [s.text for s in line.syllables]
-        # A long line spread over several phrases continues where the previous phrase stopped.
-        prev = [q for q in by_phrase if q < p and plan.lines_of_phrase.get(q) == line_no]
-        start = sum(len(by_phrase[q]) for q in prev)
+        sylls = [s.text for s in lyrics.lines[line_no].syllables]
+        start = sung_of_line.get(line_no, 0) if plan.lines_of_phrase.get(p - 1) == line_no else 0
         for k, i in enumerate(idx):
-            j = start + k
-            out[i] = sylls[j] if j < len(sylls) else "-"
-    texts = out
-    _ = fit_syllables
-    return texts
+            if start + k < len(sylls):
+                out[i] = sylls[start + k]
+        sung_of_line[line_no] = start + len(idx)
+    return out
 
 
 def write_midi(composition: Composition, path: str | Path) -> None:

@@ -773,7 +773,10 @@ def detect_official(path: str | Path) -> bool:
 
 
 def find_official_checkpoint(folder: str | Path) -> tuple[Path, Path] | None:
-    """The first official checkpoint (``*.pth``/``*.pt``) under ``folder`` with a ``dict.txt`` beside it."""
+    """The first official checkpoint (``*.pth``/``*.pt``) under ``folder``, with the ``dict.txt`` beside it.
+
+    One without its dictionary is an error, not skipped: whoever put it there wants it used.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return None
@@ -782,7 +785,7 @@ def find_official_checkpoint(folder: str | Path) -> tuple[Path, Path] | None:
             dictionary = ckpt.parent / "dict.txt"
             if dictionary.is_file():
                 return ckpt, dictionary
-            log.warning("%s looks like an official GETMusic checkpoint but %s is missing; ignoring it", ckpt,
-                        dictionary)
+            raise CheckpointError(f"{ckpt} looks like an official GETMusic checkpoint but {dictionary} is missing; "
+                                  "place the original getmusic/utils/dict.txt beside it (or remove the checkpoint)")
     return None
 

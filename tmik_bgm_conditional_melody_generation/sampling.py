@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 CONTEXT = 32
 NEG = -1e9
+REPEAT_PENALTY = 1.0  # logits taken from repeating the neighbouring notes' pitch (see _constrain_pitch)
+STEP_BONUS = 1.2  # logits added to a step (1-2 semitones) from the neighbouring notes
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,10 @@ def sample_window(denoiser: Denoiser, tokens: np.ndarray, cond: np.ndarray, plan
             logits = denoiser.x0_logits(torch.from_numpy(x[None]), cond_t, torch.tensor([step]))
         for r in gen_rows:
             masked = np.flatnonzero(x[r] == mask[r, 0])
+            if r == LEAD_DURATION and LEAD_PITCH in gen_rows:
+                # A duration is decided only after its column's pitch (PAD or a note), so the
+                # two always agree and the phrase note counts stay reachable.
+                masked = masked[x[LEAD_PITCH, masked] != mask[LEAD_PITCH, 0]]
             if masked.size == 0:
                 continue
             lg = logits[r][0].double().numpy()[masked] / settings.temperature
@@ -131,8 +137,31 @@ def sample_window(denoiser: Denoiser, tokens: np.ndarray, cond: np.ndarray, plan
     return x
 
 
+def _neighbour_pitches(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token of the nearest committed note before and after each column (0 where none)."""
+    note = (row > PAD) & (row < ROW_SIZES[LEAD_PITCH])
+    idx = np.where(note, np.arange(len(row)), -1)
+    before = np.maximum.accumulate(np.r_[-1, idx[:-1]])
+    idx_r = np.where(note, np.arange(len(row)), len(row))
+    after = np.minimum.accumulate(np.r_[idx_r[1:], len(row)][::-1])[::-1]
+    padded = np.r_[row, 0]
+    return np.where(before >= 0, padded[before], 0), np.where(after < len(row), padded[after], 0)
+
+
 def _constrain_pitch(lg, x, masked, bias, onset_ok, phrase, plan: LeadPlan) -> np.ndarray:
     lg = lg + bias[masked]
+    # Parallel unmasking lets neighbours pick the same likely pitch independently, which
+    # piles up repeated notes; a small penalty on repeating a committed neighbour evens it out.
+    before, after = _neighbour_pitches(x[LEAD_PITCH])
+    rows = np.arange(len(masked))
+    top = ROW_SIZES[LEAD_PITCH] - 1
+    for nb in (before[masked], after[masked]):
+        has = nb > PAD
+        lg[rows[has], nb[has]] -= REPEAT_PENALTY
+        for d in (-2, -1, 1, 2):
+            tok = nb[has] + d
+            ok = (tok >= 1) & (tok <= top)
+            lg[rows[has][ok], tok[ok]] += STEP_BONUS
     lg[~onset_ok[masked], 1:] = NEG
     dur = x[LEAD_DURATION, masked]
     known = dur < ROW_SIZES[LEAD_DURATION]
@@ -189,7 +218,7 @@ def _enforce_counts(cand, logp, masked, order, x, phrase, onset_ok, plan: LeadPl
         if p not in have:
             continue
         need = plan.onset_targets[int(p)] - have[p]
-        can = onset_ok[masked[i]]
+        can = onset_ok[masked[i]] and logp[i, 1:].max() > NEG / 2  # a note is possible here at all
         if cand[i] != PAD and need <= 0:
             cand[i] = PAD
         elif cand[i] == PAD and can and need >= free[p]:
