@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .getscore import HIGH_PITCH, LEAD_PITCH, LOW_PITCH, ROW_SIZES, chord_tones, pitch_token, scale_pcs
+from .getscore import HIGH_PITCH, LEAD_PITCH, LOW_PITCH, ROW_SIZES, chord_tones, scale_pcs
 from .timeline import Timeline
 
 NO_PHRASE = -1
@@ -224,6 +224,3 @@ def _repetitions(timeline: Timeline, plan: LeadPlan, randomness: float, rng: np.
                     copy[dst + k] = src + k
     return copy
 
-
-def pitch_token_range(low: int, high: int) -> tuple[int, int]:
-    return pitch_token(low), pitch_token(high)

@@ -48,8 +48,7 @@ class Composition:
 
     def note_times(self) -> list[tuple[float, float, int]]:
         """Notes as ``(start_s, end_s, pitch)`` on the recording's timeline."""
-        t = self.timeline.column_times
-        return [(float(t[c]), float(t[min(c + d, len(t) - 1)]), p) for c, d, p in self.song.notes]
+        return self.timeline.note_times(self.song.notes)
 
 
 def parse_range(text: str) -> tuple[int, int]:

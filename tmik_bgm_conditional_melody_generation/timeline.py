@@ -87,6 +87,11 @@ class Timeline:
         g[METER] = [_METER_INDEX[(self.meter, int(p))] for p in self.bar_position]
         return g
 
+    def note_times(self, notes: list[tuple[int, int, int]]) -> list[tuple[float, float, int]]:
+        """Grid notes ``(column, length, pitch)`` as ``(start_s, end_s, pitch)`` on the recording."""
+        t = self.column_times
+        return [(float(t[c]), float(t[min(c + d, len(t) - 1)]), int(p)) for c, d, p in notes]
+
     def chord_at(self, col: int) -> tuple[int, str] | None:
         for c0, c1, root, quality in self.chords:
             if c0 <= col < c1:

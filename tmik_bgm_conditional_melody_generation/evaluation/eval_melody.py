@@ -141,8 +141,7 @@ def human_melody(piece_id: str, kind: str, midi_dir: Path | None = None) -> list
 
 def song_notes_sec(song: Song, timeline: Timeline) -> list[tuple[float, float, int]]:
     """A Song's notes as ``(start_s, end_s, pitch)`` on the timeline's recording."""
-    t = timeline.column_times
-    return [(float(t[c]), float(t[min(c + d, len(t) - 1)]), int(p)) for c, d, p in song.notes]
+    return timeline.note_times(song.notes)
 
 
 def score(notes: Sequence[tuple[float, float, int]], truth: dict, analysis: Analysis | None) -> dict:

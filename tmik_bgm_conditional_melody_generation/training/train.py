@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from .. import diffusion
-from ..checkpoint import CHECKPOINT_DIR, DEFAULT_CHECKPOINT, save_checkpoint
-from ..getscore import CHORD_ROOT, LEAD_PITCH, METER, ROWS, encode, meter_row
+from ..checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+from ..getscore import CHORD_ROOT, KEY, LEAD_PITCH, METER, encode, meter_row, transpose
 from ..model import GETDiffModel, ModelConfig
 from . import corpus
 
@@ -59,7 +59,7 @@ def _pad_grid(grid: np.ndarray, meter: str, first_downbeat: int, length: int) ->
     out = np.zeros((grid.shape[0], length), dtype=np.int64)
     out[:, :n] = grid
     out[METER] = meter_row(meter, length, first_downbeat)
-    out[len(ROWS) - 2, n:] = grid[len(ROWS) - 2, 0]  # key row continues
+    out[KEY, n:] = grid[KEY, 0]  # the key row continues
     return out, n
 
 
@@ -95,8 +95,7 @@ class Windows:
 
 
 def transpose_window(w: np.ndarray, semitones: int) -> np.ndarray | None:
-    from ..getscore import transpose
-
+    """``w`` moved by ``semitones``, or an octave nearer when that leaves the pitch range."""
     out = transpose(w, semitones)
     return out if out is not None else transpose(w, semitones - 12 if semitones > 0 else semitones + 12)
 
@@ -203,7 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     train(args.steps, args.out, args.tunes)
-    _ = CHECKPOINT_DIR
     return 0
 
 
