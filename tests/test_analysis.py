@@ -11,7 +11,7 @@ import pytest
 from synth_music import song
 
 from tmik_bgm_conditional_melody_generation.analysis import Analysis, Cancelled, analyze
-from tmik_bgm_conditional_melody_generation.audio import Audio
+from tmik_common.audio import Audio
 
 
 def run(track, sensitivity: float = 0.5) -> Analysis:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tmik_bgm_conditional_melody_generation.audio import (
+from tmik_common.audio import (
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
     Audio,

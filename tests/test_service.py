@@ -15,7 +15,7 @@ import soundfile as sf
 
 from tmik_bgm_conditional_melody_generation import analysis, service
 from tmik_bgm_conditional_melody_generation.analysis import Analysis
-from tmik_bgm_conditional_melody_generation.tasks import (
+from tmik_common.tasks import (
     InvalidParams,
     RunnerBusy,
     TaskRequest,

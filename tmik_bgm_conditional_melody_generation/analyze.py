@@ -20,9 +20,8 @@ import logging
 import sys
 from pathlib import Path
 
-from . import analysis
-from .audio import AudioError
-from .tasks import (
+from tmik_common.audio import AudioError
+from tmik_common.tasks import (
     InvalidRequest,
     ProgressCallback,
     TaskRequest,
@@ -33,6 +32,8 @@ from .tasks import (
     output_path,
     resolve_input,
 )
+
+from . import analysis
 
 log = logging.getLogger(__name__)
 

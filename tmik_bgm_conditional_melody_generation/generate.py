@@ -29,14 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import analysis, config
-from .analyze import DEFAULT_SENSITIVITY, SENSITIVITY_HELP, _unit_interval, summarize
-from .audio import AudioError
-from .checkpoint import CheckpointError
-from .getscore import HIGH_PITCH, LOW_PITCH
-from .lyrics import Lyrics, LyricsError, parse_lyrics, read_lyrics_file
-from .melody import DEFAULT_RANGE, Composition, compose, load_model, parse_range, write_midi
-from .tasks import (
+from tmik_common.audio import AudioError
+from tmik_common.tasks import (
     InvalidParams,
     InvalidRequest,
     ProgressCallback,
@@ -48,6 +42,13 @@ from .tasks import (
     output_path,
     resolve_input,
 )
+
+from . import analysis, config
+from .analyze import DEFAULT_SENSITIVITY, SENSITIVITY_HELP, _unit_interval, summarize
+from .checkpoint import CheckpointError
+from .getscore import HIGH_PITCH, LOW_PITCH
+from .lyrics import Lyrics, LyricsError, parse_lyrics, read_lyrics_file
+from .melody import DEFAULT_RANGE, Composition, compose, load_model, parse_range, write_midi
 from .timeline import TimelineError
 
 log = logging.getLogger(__name__)

@@ -51,9 +51,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, analysis, analyze, generate, melody
-from . import config as service_config
-from .tasks import (
+from tmik_common.tasks import (
     FINISHED_STATES,
     QUEUED,
     RUNNING,
@@ -66,6 +64,9 @@ from .tasks import (
     TaskRunner,
     TaskType,
 )
+
+from . import __version__, analysis, analyze, generate, melody
+from . import config as service_config
 
 # Under ``python -m`` __name__ is "__main__"; log under the module's real name regardless.
 log = logging.getLogger(__spec__.name if __spec__ else __name__)

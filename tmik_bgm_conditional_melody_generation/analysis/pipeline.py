@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from tmik_common.audio import Audio, load_audio
+
 from .. import config as service_config
-from ..audio import Audio, load_audio
 from . import beats as beats_mod
 from .features import SAMPLE_RATE, compute_features
 from .harmony import analyse_harmony
@@ -24,10 +25,6 @@ log = logging.getLogger(__name__)
 
 # Called with (stage, fraction done 0..1). It may raise Cancelled to stop the analysis.
 ProgressCallback = Callable[[str, float], None]
-
-
-class Cancelled(Exception):
-    """Raised from a progress callback to stop work at the next checkpoint."""
 
 
 def analyze(audio: Audio, sensitivity: float = 0.5, progress: ProgressCallback | None = None) -> Analysis:

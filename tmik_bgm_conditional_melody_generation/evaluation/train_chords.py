@@ -61,6 +61,8 @@ import numpy as np
 import scipy.optimize
 import soundfile as sf
 
+from tmik_common.audio import load_audio
+
 from ..analysis import features, harmony
 from ..analysis.chord_model import (
     MODEL_PATH,
@@ -73,7 +75,6 @@ from ..analysis.chord_model import (
     n_statistics,
     save_model,
 )
-from ..audio import load_audio
 from . import devset as ds
 from .render import render_midi
 

@@ -1,6 +1,7 @@
 """An in-process task runner: a registry of background tasks run on a bounded thread pool.
 
-Plain Python, no HTTP: :mod:`.service` is a thin edge over :class:`TaskRunner`.
+Plain Python, no HTTP: each service's ``service.py`` is a thin edge over :class:`TaskRunner`; both
+services use this one runner (shared/DESIGN.md: code both need lives in one common module).
 
 A *task type* (:class:`TaskType`) turns a request ``(job_id, input, params)`` into a unit of
 work before anything is queued, so bad requests are refused up front with a
@@ -31,9 +32,11 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from .analysis import Cancelled
-
 log = logging.getLogger(__name__)
+
+
+class Cancelled(Exception):
+    """Raised at a task's next checkpoint (its progress callback) once a cancel was asked for."""
 
 __all__ = [
     "Cancelled", "InputNotFound", "InvalidParams", "InvalidRequest", "ProgressCallback",

@@ -1,0 +1,1 @@
+"""Code both services really need, kept in one place (shared/DESIGN.md): the one audio loader."""
