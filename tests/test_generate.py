@@ -25,7 +25,7 @@ from tmik_bgm_conditional_melody_generation import analysis, melody, service
 from tmik_bgm_conditional_melody_generation.analysis import Analysis
 from tmik_bgm_conditional_melody_generation.checkpoint import CheckpointError, resolve_checkpoint
 from tmik_bgm_conditional_melody_generation.getscore import chord_tones, parse_chord_label, scale_pcs
-from tmik_bgm_conditional_melody_generation.lyrics import parse_lyrics
+from tmik_common.lyrics import parse_lyrics
 
 REPO = Path(__file__).resolve().parent.parent
 LYRICS = "[Verse]\nHere comes the morning light\nSinging along the river\n\n[Chorus]\nOh we will sing again\n"

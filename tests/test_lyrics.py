@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from tmik_bgm_conditional_melody_generation.lyrics import (
+from tmik_common.lyrics import (
     MAX_FILE_BYTES,
     MELISMA,
     LyricLine,

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tmik_common.audio import AudioError
+from tmik_common.lyrics import Lyrics, LyricsError, parse_lyrics, read_lyrics_file
 from tmik_common.tasks import (
     InvalidParams,
     InvalidRequest,
@@ -47,7 +48,6 @@ from . import analysis, config
 from .analyze import DEFAULT_SENSITIVITY, SENSITIVITY_HELP, _unit_interval, summarize
 from .checkpoint import CheckpointError
 from .getscore import HIGH_PITCH, LOW_PITCH
-from .lyrics import Lyrics, LyricsError, parse_lyrics, read_lyrics_file
 from .melody import DEFAULT_RANGE, Composition, compose, load_model, parse_range, write_midi
 from .timeline import TimelineError
 

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tmik_common.lyrics import MELISMA, Lyrics
+
 from .analysis import Analysis
 from .checkpoint import LoadedModel, resolve_checkpoint
 from .constraints import LeadPlan, build_plan
 from .getscore import Song, decode_notes, song_to_midi
-from .lyrics import MELISMA, Lyrics
 from .sampling import SamplerSettings, generate_lead
 from .timeline import Timeline, timeline_from_analysis
 

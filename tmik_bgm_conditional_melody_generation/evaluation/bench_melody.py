@@ -45,10 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.cores))
+    from tmik_common.lyrics import parse_lyrics
+
     from .. import melody
     from ..analysis import analyze_file, warm_up
     from ..generate import run_generation
-    from ..lyrics import parse_lyrics
 
     track = args.track or bench_track()
     warm_up()
