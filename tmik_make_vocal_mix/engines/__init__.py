@@ -1,0 +1,1 @@
+"""Singing engines: turn a :class:`~tmik_make_vocal_mix.score.VocalScore` into a vocal waveform."""

@@ -1,0 +1,470 @@
+"""The neural singing engine: hibari-tts's shipped speech voice, driven by note timings and a pitch curve.
+
+hibari's ONNX graph predicts per-phoneme durations and an F0 track itself. Rewiring the duration tensor
+(``/Clip_output_0``, units of 25 ms) and the decoder's F0 conditioning (the input of the ``Relu`` fed by
+``f0``) to new graph inputs makes both controllable, so the voice sings: vowels start on the note starts,
+consonants sit just before, and the decoder renders harmonics at the target pitch (see
+``shared/notes/singing.md``; feeding the pitch only to the pulse source fails, the decoder fights it).
+
+Public API: :func:`build_controllable_model` and :class:`NeuralVoice`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..score import MELISMA, SungNote, VocalScore
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24000
+UNIT = 0.025  # seconds per duration unit of the graph (two 12.5 ms frames)
+FRAME = 0.0125  # seconds per decoder frame (hop 300 at 24 kHz)
+LOW, HIGH = 53, 69  # F3..A4: where the voice keeps pitch (about 95-97 % of frames within 50 cents)
+DUR_INPUT, F0_INPUT = "durations", "f0_cond"
+_CACHE_NAME = "hibari_controllable.onnx"
+
+VOWELS = frozenset("AIOQWYaeiouæɑɐɒɔəɚɛɜɪʊʌᵻᵊɨ")
+STRESS = frozenset("ˈˌ")
+PUNCT = frozenset(';:,.!?—…"“”()')
+#: Plain-letter vocalise vowels mapped to the model's alphabet (misaki conventions).
+VOCALISE = {"a": "ɑ", "ah": "ɑ", "o": "O", "oh": "O", "u": "u", "oo": "u", "i": "i", "ee": "i", "e": "ɛ", "m": "m"}
+
+CONS_UNITS = 2  # 50 ms per consonant (the notes cap consonants at about 75 ms)
+LEAD_UNITS = 2  # silence before a phrase's first consonant
+TAIL_UNITS = 4  # silence after a phrase's last note
+VOWEL_CHUNK = 5  # a held vowel is fed as repeats of at most 125 ms: one long token fades out in this model
+FINAL_HOLD = 6  # units of vowel past a phrase's last note (gated off): the model fades utterance ends
+PORTAMENTO = 0.06  # seconds of glide into each note
+VIB_RATE = 5.5  # Hz
+VIB_START, VIB_FULL = 0.1, 0.25  # vibrato grows from 0 at 100 ms to full depth by 250 ms into the note
+GATE_PRE, GATE_POST, GATE_RAMP = 0.01, 0.04, 0.01  # seconds: the gate that keeps rests silent
+
+
+# -- the controllable model ----------------------------------------------------------------------------------
+def source_model() -> Path:
+    """hibari's bundled voice ("heart"); never a downloaded one."""
+    return Path(str(importlib.resources.files("hibari") / "assets" / "hibari.onnx"))
+
+
+def _cache_dir(cache_dir: Path | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("TMIK_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "tmik"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_controllable_model(cache_dir: Path | None = None) -> Path:
+    """Path of hibari's graph with durations and decoder F0 as inputs; built once, cached by the source's hash.
+
+    Inputs of the result: ``ids [1, L]`` int64, ``speed [1]`` (unused now), ``durations [L]`` float (units of
+    25 ms, one per id, pads included) and ``f0_cond [1, F]`` float Hz with ``F = 2 * sum(durations)``.
+    Outputs are unchanged; ``f0`` is still the model's own prediction (read it for voicing).
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    src = source_model()
+    digest = _sha256(src)
+    folder = _cache_dir(cache_dir)
+    out, stamp = folder / _CACHE_NAME, folder / (_CACHE_NAME + ".sha256")
+    if out.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+        return out
+    log.info("building the controllable singing model from %s into %s", src, out)
+    model = onnx.load(str(src))
+    graph = model.graph
+    rewired_dur = rewired_f0 = 0
+    for node in graph.node:
+        if node.op_type == "Relu" and list(node.input) == ["f0"]:
+            node.input[0] = F0_INPUT
+            rewired_f0 += 1
+        for i, name in enumerate(node.input):
+            if name == "/Clip_output_0":
+                node.input[i] = DUR_INPUT
+                rewired_dur += 1
+    if rewired_dur == 0 or rewired_f0 != 1:
+        raise RuntimeError(f"hibari's graph changed shape (durations rewired {rewired_dur}x, F0 {rewired_f0}x); "
+                           "this engine knows hibari-tts 0.2.x")
+    graph.input.append(helper.make_tensor_value_info(DUR_INPUT, TensorProto.FLOAT, ["L"]))
+    graph.input.append(helper.make_tensor_value_info(F0_INPUT, TensorProto.FLOAT, [1, "F"]))
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_CACHE_NAME + ".", suffix=".part", dir=folder)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    stamp.write_text(digest + "\n")
+    return out
+
+
+# -- phonemes per syllable -----------------------------------------------------------------------------------
+@dataclass
+class _Syllable:
+    """One sung syllable: phoneme tokens by role, the notes it spans (first = attack, rest = melisma)."""
+
+    onset: list[str]
+    nucleus: list[str]  # stress marks, the main vowel, then anything merged into it (extra vowels, consonants)
+    coda: list[str]
+    notes: list[int] = field(default_factory=list)
+    word_start: bool = True
+
+    @property
+    def main(self) -> int:
+        """Index in ``nucleus`` of the vowel that fills the note."""
+        return next((i for i, c in enumerate(self.nucleus) if c in VOWELS), 0)
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"[^\w']", "", text.replace("’", "'")).strip("'")
+
+
+def _nuclei(tokens: list[str]) -> list[tuple[int, int]]:
+    """Ranges of vowel runs (with their leading stress marks and trailing length marks)."""
+    runs: list[tuple[int, int]] = []
+    i = 0
+    while i < len(tokens):
+        j = i
+        while j < len(tokens) and tokens[j] in STRESS:
+            j += 1
+        if j < len(tokens) and tokens[j] in VOWELS:
+            k = j
+            while k < len(tokens) and (tokens[k] in VOWELS or tokens[k] == "ː"):
+                k += 1
+            runs.append((i, k))
+            i = k
+        else:
+            i += 1
+    return runs
+
+
+def split_syllables(phonemes: str, count: int) -> list[tuple[list[str], list[str], list[str]]]:
+    """Split one word's phonemes into at most ``count`` (onset, nucleus, coda) syllables.
+
+    Fewer when the word has fewer vowels than the lyric has syllables (the caller extends the last vowel).
+    Between two nuclei one consonant opens the next syllable; in a cluster the first closes the previous one.
+    """
+    tokens = [c for c in phonemes if c not in PUNCT and not c.isspace()]
+    runs = _nuclei(tokens)
+    while len(runs) < count:  # "iə" in "idea": split vowel runs sung as two syllables
+        split = next(((a, b) for a, b in runs if sum(tokens[x] in VOWELS for x in range(a, b)) > 1), None)
+        if split is None:
+            break
+        a, b = split
+        first = next(x for x in range(a, b) if tokens[x] in VOWELS)
+        idx = runs.index(split)
+        runs[idx: idx + 1] = [(a, first + 1), (first + 1, b)]
+    if not runs:
+        return [([c for c in tokens if c not in STRESS], ["ə"], [])]
+    n = min(count, len(runs))
+    groups = [(runs[j][0], runs[j][1]) for j in range(n - 1)] + [(runs[n - 1][0], runs[-1][1])]
+    out: list[tuple[list[str], list[str], list[str]]] = []
+    prev_end = 0
+    for j, (a, b) in enumerate(groups):
+        cluster = [c for c in tokens[prev_end:a] if c not in STRESS]
+        if j == 0:
+            onset = cluster
+        else:
+            keep = 1 if len(cluster) >= 2 else 0
+            out[-1][2].extend(cluster[:keep])
+            onset = cluster[keep:]
+        out.append((onset, tokens[a:b], []))
+        prev_end = b
+    out[-1][2].extend(c for c in tokens[prev_end:] if c not in STRESS)
+    return out
+
+
+# -- the engine ----------------------------------------------------------------------------------------------
+def _fit(desired: list[int], budget: int) -> list[int]:
+    """Shrink consonant lengths (at least 1 unit each where possible) to fit ``budget`` units."""
+    out = list(desired)
+    while sum(out) > budget and any(d > 1 for d in out):
+        k = int(np.argmax(out))
+        out[k] -= 1
+    while sum(out) > budget and any(out):
+        k = len(out) - 1 - int(np.argmax(out[::-1]))
+        out[k] -= 1
+    return out
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+class NeuralVoice:
+    """Sings a :class:`VocalScore` with hibari's voice; load once, call :meth:`sing` per score.
+
+    ``model``: the controllable graph (built and cached when None); ``threads``: onnxruntime threads
+    (one is enough: about 15x faster than real time); ``seed`` fixes the noise component.
+    """
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, model: Path | None = None, *, threads: int = 1, seed: int = 0):
+        import onnxruntime as ort
+        from hibari.g2p import G2P
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = threads
+        so.log_severity_level = 3
+        self.model_path = Path(model) if model else build_controllable_model()
+        self.sess = ort.InferenceSession(str(self.model_path), so, providers=["CPUExecutionProvider"])
+        vocab_path = importlib.resources.files("hibari") / "assets" / "vocab.json"
+        self.vocab: dict[str, int] = json.loads(vocab_path.read_text(encoding="utf-8"))
+        self.g2p = G2P(british=False)
+        self.seed = seed
+
+    # -- text ----------------------------------------------------------------------------------------------
+    def _in_lexicon(self, word: str) -> bool:
+        lex = self.g2p.lexicon
+        return any(w in lex.golds or w in lex.silvers for w in (word, word.lower()))
+
+    def _words(self, texts: list[str], hyphens: list[bool]) -> list[tuple[int, int]]:
+        """Ranges of syllables forming words: a trailing hyphen joins, else the longest lexicon word wins.
+
+        MIDI lyrics carry syllables without word boundaries ("Hap", "py"), so joins are guessed; a wrong
+        guess only changes coarticulation, as every syllable still gets its own note.
+        """
+        words: list[tuple[int, int]] = []
+        i = 0
+        while i < len(texts):
+            j = i + 1
+            while j < len(texts) and hyphens[j - 1]:
+                j += 1
+            if j == i + 1:
+                for k in range(min(len(texts), i + 6), i + 1, -1):
+                    joined = "".join(texts[i:k])
+                    if len(joined) >= 4 and self._in_lexicon(joined):  # "a"+"b" is no word "ab"
+                        j = k
+                        break
+            words.append((i, j))
+            i = j
+        return words
+
+    def _phrase_syllables(self, notes: list[SungNote], idx: list[int], vowel: str) -> list[_Syllable]:
+        """Syllables of one phrase, with the phonemes of the whole line (coarticulation) split per note."""
+        units: list[tuple[str, bool, list[int]]] = []  # (clean text or "" for vocalise, hyphen, notes)
+        for i in idx:
+            raw = notes[i].syllable.strip()
+            if raw == MELISMA and units:
+                units[-1][2].append(i)
+                continue
+            units.append((_clean(raw), raw.endswith("-") and raw != MELISMA, [i]))
+        syllables: list[_Syllable] = []
+        run: list[int] = []
+
+        def flush() -> None:
+            if run:
+                syllables.extend(self._sing_words([units[u] for u in run]))
+                run.clear()
+
+        for u, (text, _, note_ids) in enumerate(units):
+            if text:
+                run.append(u)
+                continue
+            flush()
+            sound = [c for c in VOCALISE.get(vowel.lower(), vowel) if c in self.vocab] or ["ɑ"]
+            syllables.append(_Syllable([], sound, [], list(note_ids)))
+        flush()
+        return syllables
+
+    def _sing_words(self, units: list[tuple[str, bool, list[int]]]) -> list[_Syllable]:
+        texts = [t for t, _, _ in units]
+        words = self._words(texts, [h for _, h, _ in units])
+        spelled = ["".join(texts[a:b]) for a, b in words]
+        line = self.g2p(" ".join(spelled))
+        chunks = [c for c in ("".join(ch for ch in w if ch not in PUNCT) for w in line.split()) if c]
+        if len(chunks) != len(words):  # numbers or odd tokens: fall back to one word at a time
+            chunks = [self.g2p(w).replace(" ", "") or "ə" for w in spelled]
+        out: list[_Syllable] = []
+        for (a, b), ps in zip(words, chunks, strict=True):
+            ps = "".join(c for c in ps if c in self.vocab)
+            parts = split_syllables(ps, b - a)
+            for k in range(a, b):
+                note_ids = list(units[k][2])
+                if k - a < len(parts):
+                    onset, nucleus, coda = parts[k - a]
+                    out.append(_Syllable(list(onset), list(nucleus), list(coda), note_ids, word_start=k == a))
+                else:  # more lyric syllables than vowels: extend the last vowel over these notes
+                    out[-1].notes.extend(note_ids)
+        return out
+
+    # -- timing and pitch ----------------------------------------------------------------------------------
+    def _plan(self, syls: list[_Syllable], notes: list[SungNote]) -> tuple[float, list[str], list[int], list[tuple]]:
+        """Tokens and their durations (units) for a phrase; T0 = the segment's start in seconds.
+
+        Also returns per syllable ``(onset_start_unit, vowel_start_unit, vowel_end_unit, end_unit)``.
+        """
+        first = syls[0]
+        on0 = CONS_UNITS * len(first.onset)
+        t0 = notes[first.notes[0]].start - (on0 + LEAD_UNITS) * UNIT
+        attack = [round((notes[s.notes[0]].start - t0) / UNIT) for s in syls]
+        end = [max(round((notes[s.notes[-1]].end - t0) / UNIT), a + 1) for s, a in zip(syls, attack, strict=True)]
+        tokens: list[str] = ["$"]
+        durs: list[int] = [LEAD_UNITS]
+        marks: list[tuple] = []
+        vowels: set[int] = set()
+        onset_units = _fit([CONS_UNITS] * len(first.onset), on0)
+        for j, s in enumerate(syls):
+            tokens += s.onset
+            durs += onset_units
+            onset_start = attack[j] - sum(onset_units)
+            nxt = syls[j + 1] if j + 1 < len(syls) else None
+            # the span from this attack to the next attack (or this end) holds nucleus, coda, space, next onset
+            stop = attack[j + 1] if nxt else end[j]
+            sung = min(end[j], stop) - attack[j]
+            gap = stop - attack[j] - sung
+            main = s.main
+            pre = s.nucleus[:main]  # stress marks
+            extra = s.nucleus[main + 1:]
+            want_next = [CONS_UNITS] * len(nxt.onset) if nxt else []
+            from_gap = min(gap, sum(want_next))
+            fixed = _fit([1] * len(pre) + [CONS_UNITS] * (len(extra) + len(s.coda)), max(0, int(sung * 0.5)))
+            room_next = max(0, sung - sum(fixed) - max(1, int(sung * 0.4)))
+            next_units = _fit(want_next, from_gap + room_next) if nxt else []
+            taken = max(0, sum(next_units) - gap)  # what the next onset steals from this note
+            vowel = max(0, sung - sum(fixed) - taken)
+            if vowel == 0 and sung > 0:
+                vowel = 1
+                fixed = _fit(fixed, max(0, sung - taken - 1))
+            space = [" "] if nxt and nxt.word_start else []
+            filler = max(0, gap - sum(next_units))
+            n_pre = len(pre)
+            if nxt is None and not s.coda:
+                filler += FINAL_HOLD
+            tokens += pre + [s.nucleus[main]] + extra + s.coda + space
+            vowels.add(len(tokens) - 1 - len(extra) - len(s.coda) - len(space))
+            body = fixed[:n_pre] + [vowel] + fixed[n_pre:]
+            if space:
+                body.append(filler)
+            elif s.coda:
+                body[-1] += filler
+            else:
+                body[n_pre] += filler
+            # the vowel starts on the attack: stress marks (if any) come first and count as the vowel's start
+            durs += body
+            vowel_start = attack[j]
+            marks.append((onset_start, vowel_start, vowel_start + sum(fixed[:n_pre]) + vowel, end[j]))
+            onset_units = next_units
+        tokens.append("$")
+        durs.append(TAIL_UNITS)
+        out_t: list[str] = []
+        out_d: list[int] = []
+        for k, (tok, d) in enumerate(zip(tokens, durs, strict=True)):
+            n = max(1, -(-d // VOWEL_CHUNK)) if k in vowels else 1
+            out_t += [tok] * n
+            out_d += [d // n + (1 if i < d % n else 0) for i in range(n)]
+        return t0, out_t, out_d, marks
+
+    @staticmethod
+    def _pitch_curve(t: np.ndarray, notes: list[SungNote], idx: list[int], shift: int, vibrato_cents: float,
+                     rng: np.random.Generator) -> np.ndarray:
+        """Target F0 (Hz) at times ``t``: note pitches, portamento into each note, growing vibrato, slow drift."""
+        ns = [notes[i] for i in idx]
+        midi = np.full(t.shape, float(ns[0].pitch + shift))
+        cents = np.zeros(t.shape)
+        for k, n in enumerate(ns):
+            if k:
+                step = n.pitch - ns[k - 1].pitch
+                midi += step * _smoothstep((t - n.start) / PORTAMENTO + 0.5)
+            nxt_start = ns[k + 1].start if k + 1 < len(ns) else np.inf
+            inside = (t >= n.start) & (t < nxt_start)
+            dt = t[inside] - n.start
+            depth = vibrato_cents * _smoothstep((dt - VIB_START) / (VIB_FULL - VIB_START))
+            cents[inside] += depth * np.sin(2 * np.pi * VIB_RATE * dt)
+        ph = rng.uniform(0, 2 * np.pi, 2)
+        cents += 4.0 * np.sin(2 * np.pi * 0.23 * t + ph[0]) + 2.0 * np.sin(2 * np.pi * 0.61 * t + ph[1])
+        return (440.0 * 2.0 ** ((midi + cents / 100.0 - 69.0) / 12.0)).astype(np.float32)
+
+    # -- synthesis -----------------------------------------------------------------------------------------
+    def _phrase(self, notes: list[SungNote], idx: list[int], shift: int, vibrato_cents: float, vowel: str,
+                rng: np.random.Generator) -> tuple[float, np.ndarray]:
+        """(start time, audio) of one phrase sung as one line."""
+        from hibari import dsp
+
+        syls = self._phrase_syllables(notes, idx, vowel)
+        t0, tokens, durs, marks = self._plan(syls, notes)
+        ids = [0 if tok == "$" else self.vocab[tok] for tok in tokens]
+        dur = np.asarray(durs, np.float32)
+        frames = int(2 * dur.sum())
+        feed = {"ids": np.asarray([ids], np.int64), "speed": np.ones(1, np.float32), DUR_INPUT: dur,
+                F0_INPUT: np.zeros((1, frames), np.float32)}
+        own_f0 = self.sess.run(["f0"], feed)[0][0]
+        voiced = own_f0 > 40.0
+        for _, v0, v1, _ in marks:  # the held vowel is voiced, whatever the speech model would do
+            voiced[2 * v0 + 1: max(2 * v0 + 1, 2 * v1 - 1)] = True
+        t = t0 + np.arange(frames) * FRAME
+        f0 = self._pitch_curve(t, notes, idx, shift, vibrato_cents, rng) * voiced
+        feed[F0_INPUT] = f0[None, :]
+        lh, th, ln, lr, phi, _ = (o[0] for o in self.sess.run(None, feed))
+        audio = dsp.synth(lh, th, ln, lr, phi, f0, rng)
+        return t0, audio * self._gate(len(audio), marks)
+
+    @staticmethod
+    def _gate(n: int, marks: list[tuple]) -> np.ndarray:
+        """1 over sung spans (onset consonants to note end), 0 in rests, with short ramps: rests are silence."""
+        spans: list[list[float]] = []
+        for on, _, _, end in marks:
+            a, b = on * UNIT - GATE_PRE, end * UNIT + GATE_POST
+            if spans and a <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], b)
+            else:
+                spans.append([a, b])
+        t = np.arange(n) / SAMPLE_RATE
+        gate = np.zeros(n, np.float32)
+        for a, b in spans:
+            up = _smoothstep((t - a) / GATE_RAMP)
+            down = _smoothstep((b - t) / GATE_RAMP)
+            gate = np.maximum(gate, (up * down).astype(np.float32))
+        return gate
+
+    def sing(self, score: VocalScore, *, vibrato_cents: float = 30.0, vocalise_vowel: str = "a",
+             transpose_octaves: int = 0, progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, int]:
+        """Mono float32 vocal from 0 to ``score.duration + 0.5`` s and its sample rate.
+
+        Each phrase is one line for the model; notes keep their written pitch plus ``transpose_octaves``
+        (the style decides: nothing is folded here, notes outside F3..A4 are sung but logged, as the voice
+        drifts off pitch there). ``progress(fraction)`` runs after each phrase and may raise to cancel.
+        """
+        n_out = round((score.duration + 0.5) * SAMPLE_RATE)
+        out = np.zeros(n_out, np.float32)
+        shift = 12 * int(transpose_octaves)
+        if score.notes:
+            lo = min(n.pitch for n in score.notes) + shift
+            hi = max(n.pitch for n in score.notes) + shift
+            if lo < LOW or hi > HIGH:
+                log.warning("notes span MIDI %d..%d; this voice keeps pitch in %d..%d (F3..A4)", lo, hi, LOW, HIGH)
+        rng = np.random.default_rng(self.seed)
+        phrases = [p for p in score.phrases if p]
+        for k, idx in enumerate(phrases):
+            t0, audio = self._phrase(score.notes, idx, shift, vibrato_cents, vocalise_vowel, rng)
+            start = round(t0 * SAMPLE_RATE)
+            if start < 0:
+                audio, start = audio[-start:], 0
+            audio = audio[: max(0, n_out - start)]
+            out[start: start + len(audio)] += audio
+            if progress is not None:
+                progress((k + 1) / len(phrases))
+        return out, SAMPLE_RATE

@@ -1,0 +1,115 @@
+"""The second engine: a sung take re-pitched and re-coloured with WORLD (``pyworld``).
+
+The neural voice is accurate in about F3-A4 and has one colour. WORLD separates a take into
+pitch, spectral envelope and aperiodicity, so the same words can be sung at any pitch
+(the take is sung ``sing_shift`` semitones away, inside the neural voice's range, and
+moved back here), with the envelope's frequency axis warped for a darker or brighter voice
+colour (formant shift), more aperiodicity for breath, and detuned, slightly offset copies
+for a doubled or choir lead. The target pitch curve (:func:`pitch_curve`) follows the
+notes with portamento and a vibrato that grows on long notes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FRAME_MS = 5.0
+VIBRATO_HZ = 5.5
+PORTAMENTO_S = 0.06
+VIBRATO_DELAY_S = 0.25
+DOUBLE_LEVEL = 0.55  # each doubling voice against the lead: present, but the lead keeps the pitch
+
+
+def pitch_curve(notes, times: np.ndarray, *, vibrato_cents: float = 30.0, seed: int = 0,
+                shift: float = 0.0) -> np.ndarray:
+    """Target F0 (Hz) at ``times`` (seconds) for ``notes`` (``start``, ``end``, ``pitch``); 0 in rests.
+
+    Each note glides in from the previous pitch over :data:`PORTAMENTO_S` when the notes
+    touch, then holds, with a vibrato at :data:`VIBRATO_HZ` that fades in after
+    :data:`VIBRATO_DELAY_S` up to ``vibrato_cents``, and a few cents of slow drift.
+    ``shift`` (semitones) moves the whole curve.
+    """
+    rng = np.random.default_rng(seed)
+    midi = np.zeros_like(times, dtype=float)
+    voiced = np.zeros_like(times, dtype=bool)
+    prev_pitch, prev_end = None, -1.0
+    for n in notes:
+        sel = (times >= n.start) & (times < n.end)
+        if not sel.any():
+            continue
+        t = times[sel] - n.start
+        curve = np.full(t.shape, float(n.pitch))
+        if prev_pitch is not None and n.start - prev_end < 0.03:
+            glide = t < PORTAMENTO_S
+            w = 0.5 - 0.5 * np.cos(np.pi * t[glide] / PORTAMENTO_S)
+            curve[glide] = prev_pitch + (n.pitch - prev_pitch) * w
+        depth = vibrato_cents / 100.0 * np.clip((t - VIBRATO_DELAY_S) / 0.4, 0.0, 1.0)
+        phase = rng.uniform(0, 2 * np.pi)
+        curve += depth * np.sin(2 * np.pi * VIBRATO_HZ * t + phase)
+        curve += 0.04 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 2 * np.pi))
+        midi[sel] = curve
+        voiced[sel] = True
+        prev_pitch, prev_end = n.pitch, n.end
+    hz = 440.0 * 2.0 ** ((midi + shift - 69.0) / 12.0)
+    return np.where(voiced, hz, 0.0)
+
+
+def load_pyworld():
+    """Import pyworld, hushing the deprecation warning its ``pkg_resources`` import raises."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        import pyworld
+
+    return pyworld
+
+
+def _warp_envelope(sp: np.ndarray, factor: float) -> np.ndarray:
+    """Spectral envelope with its frequency axis scaled by ``factor`` (>1: formants move up)."""
+    if abs(factor - 1.0) < 1e-3:
+        return sp
+    bins = np.arange(sp.shape[1])
+    src = np.clip(bins / factor, 0, sp.shape[1] - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, sp.shape[1] - 1)
+    w = src - lo
+    return sp[:, lo] * (1 - w) + sp[:, hi] * w
+
+
+def resing(take: np.ndarray, sr: int, notes, *, shift_back: float = 0.0, formant_shift: float = 1.0,
+           breathiness: float = 0.0, vibrato_cents: float = 30.0, doubles: int = 0, seed: int = 0) -> np.ndarray:
+    """Re-sing ``take`` (mono float, ``sr``) on ``notes`` with WORLD.
+
+    Keeps the take's voicing (where it has a pitch) and its words, replaces the pitch by
+    :func:`pitch_curve` of the notes (``shift_back`` semitones applied), warps the
+    envelope by ``formant_shift``, adds breath (``breathiness`` 0..1) and ``doubles``
+    detuned (+-3-7 cents), delayed (8-25 ms) copies. Returns audio of the same length.
+    """
+    pw = load_pyworld()
+    x = np.ascontiguousarray(take, dtype=np.float64)
+    if not np.any(np.abs(x) > 1e-5):
+        return np.zeros_like(take, dtype=np.float32)
+    f0, t = pw.dio(x, sr, frame_period=FRAME_MS)
+    f0 = pw.stonemask(x, f0, t, sr)
+    sp = pw.cheaptrick(x, f0, t, sr)
+    ap = pw.d4c(x, f0, t, sr)
+    target = pitch_curve(notes, t, vibrato_cents=vibrato_cents, seed=seed, shift=shift_back)
+    voiced = (f0 > 0) & (target > 0)
+    sp = _warp_envelope(sp, formant_shift)
+    if breathiness > 0:
+        freqs = np.linspace(0, sr / 2, ap.shape[1])
+        tilt = np.clip((freqs - 1000.0) / 3000.0, 0.0, 1.0)  # breath lives in the upper bands
+        ap = np.clip(ap + breathiness * tilt[None, :] * (1.0 - ap), 0.0, 1.0)
+    out = np.zeros(len(x))
+    rng = np.random.default_rng(seed + 7)
+    voices = [(0.0, 0.0)] + [(rng.uniform(3, 7) * rng.choice([-1, 1]), rng.uniform(0.008, 0.025))
+                             for _ in range(doubles)]
+    for cents, delay in voices:
+        f = np.where(voiced, target * 2.0 ** (cents / 1200.0), 0.0)
+        y = pw.synthesize(np.ascontiguousarray(f), np.ascontiguousarray(sp), np.ascontiguousarray(ap), sr,
+                          FRAME_MS)[: len(x)]
+        d = int(delay * sr)
+        out[d:d + len(y)] += y[: len(x) - d] * (1.0 if cents == 0.0 and delay == 0.0 else DOUBLE_LEVEL)
+    out /= (1.0 + DOUBLE_LEVEL ** 2 * doubles) ** 0.5
+    return out.astype(np.float32)

@@ -1,0 +1,69 @@
+"""Quality checks of one take (qc.json): pitch accuracy, voicing, loudness, peaks.
+
+Plain functions on arrays, so the render, ``make eval`` and tests measure the same way.
+Pitch is tracked with librosa's pyin (WORLD's DIO is faster but reads some clean sung notes
+two octaves low); a frame counts when it lies inside a note, at least 50 ms from the note's
+edges, and is voiced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+EDGE_S = 0.05
+CENTS_OK = 50.0
+PYIN_SR = 12000
+
+
+def pitch_accuracy(vocal: np.ndarray, sr: int, notes) -> dict[str, float | None]:
+    """Share of voiced in-note frames within 50 cents of the written pitch, and the voiced share.
+
+    ``notes`` have ``start``, ``end`` (seconds) and ``pitch`` (MIDI). Returns
+    ``{"pitch_accuracy", "voiced_fraction", "frames"}`` (None when nothing was sung).
+    """
+    import librosa
+    import soxr
+
+    if len(vocal) == 0 or not np.any(np.abs(vocal) > 1e-5):
+        return {"pitch_accuracy": None, "voiced_fraction": 0.0, "frames": 0}
+    # pyin at 12 kHz, searched only a fifth around the written notes, in quarter-semitone bins:
+    # as accurate as the full-band default on sung notes, and about 15 times faster.
+    hz = [440.0 * 2.0 ** ((n.pitch - 69) / 12.0) for n in notes] or [200.0]
+    x = soxr.resample(np.asarray(vocal, dtype=np.float32), sr, PYIN_SR)
+    f0, voiced_flag, _ = librosa.pyin(x, fmin=min(hz) / 1.5, fmax=max(hz) * 1.5, sr=PYIN_SR, frame_length=512,
+                                      hop_length=PYIN_SR // 100, resolution=0.25)
+    f0 = np.where(voiced_flag, np.nan_to_num(f0), 0.0)
+    t = librosa.times_like(f0, sr=PYIN_SR, hop_length=PYIN_SR // 100)
+    inside = np.zeros(len(t), dtype=bool)
+    target = np.zeros(len(t))
+    for n in notes:
+        sel = (t >= n.start + EDGE_S) & (t < n.end - EDGE_S)
+        inside |= sel
+        target[sel] = 440.0 * 2.0 ** ((n.pitch - 69) / 12.0)
+    voiced = inside & (f0 > 0)
+    if not inside.any():
+        return {"pitch_accuracy": None, "voiced_fraction": 0.0, "frames": 0}
+    cents = 1200.0 * np.log2(f0[voiced] / target[voiced]) if voiced.any() else np.zeros(0)
+    acc = float(np.mean(np.abs(cents) <= CENTS_OK)) if voiced.any() else 0.0
+    return {"pitch_accuracy": round(acc, 4), "voiced_fraction": round(float(voiced.sum() / inside.sum()), 4),
+            "frames": int(voiced.sum())}
+
+
+def take_report(vocal: np.ndarray, vocal_sr: int, notes, mix_stats: dict[str, Any], *, target_lufs: float,
+                true_peak_db: float) -> dict[str, Any]:
+    """qc.json: pitch, voicing, loudness and peak of a take, each with whether it meets its bar."""
+    pitch = pitch_accuracy(vocal, vocal_sr, notes)
+    lufs = mix_stats.get("integrated_lufs")
+    peak = mix_stats.get("true_peak_dbtp")
+    clipped = mix_stats.get("clipped_samples", 0)
+    checks = {
+        "pitch_accuracy": pitch["pitch_accuracy"] is not None and pitch["pitch_accuracy"] >= 0.95,
+        "loudness": lufs is not None and abs(lufs - target_lufs) <= 0.5,
+        "true_peak": peak is not None and peak <= true_peak_db + 1e-6,
+        "no_clipping": not clipped,
+    }
+    return {**pitch, "integrated_lufs": lufs, "target_lufs": target_lufs, "true_peak_dbtp": peak,
+            "true_peak_limit_dbtp": true_peak_db, "clipped_samples": clipped, "passed": checks,
+            "all_passed": all(checks.values())}
