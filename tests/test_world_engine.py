@@ -77,7 +77,7 @@ def test_styles_are_five_distinct_presets() -> None:
     listed = list_styles()
     assert {s["name"] for s in listed} == set(STYLES)
     assert all(s["description"] and s["vocal_range"][0] < s["vocal_range"][1] for s in listed)
-    assert len({(s.engine, s.sing_shift, s.formant_shift, s.doubles, s.fx) for s in STYLES.values()}) == len(STYLES)
+    assert len({(s.engine, s.formant_shift, s.doubles, s.fx, s.low) for s in STYLES.values()}) == len(STYLES)
     assert get_style(None).name == "pop_bright"
     with pytest.raises(StyleError, match="choose one of"):
         get_style("opera")

@@ -121,14 +121,15 @@ def sing(score: VocalScore, style: VocalStyle, seed: int, progress: Callable[[fl
     from .engines.neural import NeuralVoice
     from .engines.world import resing
 
-    # The neural voice sings by whole octaves where it is in tune (F3-A4); WORLD moves the
-    # take back to the written notes. The style's own shift wins a tie.
+    # The neural voice sings the written notes when most lie where it is in tune (F3-A4, a
+    # little beyond is fine); otherwise it sings whole octaves away and WORLD moves the take
+    # back, which costs some accuracy (an octave-shifted envelope is sparse), so only then.
     pitches = np.array([n.pitch for n in score.notes])
 
     def outside(k: int) -> int:
-        return int(np.sum((pitches + k < NEURAL_LOW) | (pitches + k > NEURAL_HIGH)))
+        return int(np.sum((pitches + k < NEURAL_LOW - 2) | (pitches + k > NEURAL_HIGH + 1)))
 
-    shift = min((style.sing_shift, -24, -12, 0, 12, 24), key=outside)
+    shift = 0 if outside(0) <= 0.25 * len(pitches) else min((0, -12, 12, -24, 24), key=outside)
     engine = style.engine if shift == 0 else "world"
     sung = VocalScore([SungNote(n.start, n.end, n.pitch + shift, n.syllable) for n in score.notes],
                       score.phrases, score.tempo)
@@ -174,6 +175,10 @@ def run_render(background: str | Path, melody: str | Path, out_dir: str | Path, 
         warnings += more
     elif not sung_in_midi:
         warnings.append(f"no lyrics: the voice sings a vocalise on '{chosen.vowel}'")
+    foreign = sorted({n.syllable for n in score.notes if any(ord(ch) > 0x24F and ch.isalpha() for ch in n.syllable)})
+    if foreign:
+        warnings.append(f"the voice sings English; {len(foreign)} syllable(s) in other scripts (e.g. "
+                        f"{', '.join(foreign[:3])}) are sung as a neutral vowel")
     score, more = fit_range(score, chosen)
     warnings += more
     times["load"] = time.perf_counter() - t

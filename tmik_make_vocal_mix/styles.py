@@ -2,8 +2,8 @@
 
 A style fixes what the musician hears: which engine sings, the range the melody must stay
 in (the melody service is told it, so it writes notes the voice can sing), how the shipped
-neural voice is placed (it is accurate in about F3-A4, so styles outside that sing there
-and are moved by WORLD), vibrato, breathiness, formant shift (voice colour), doubling and
+neural voice sings (it is accurate in about F3-A4; notes far outside are sung there by
+octaves and moved back by WORLD), vibrato, breathiness, formant shift (voice colour), doubling and
 the effect chain (:data:`..mixing.FX_PRESETS`).
 """
 
@@ -23,7 +23,6 @@ class VocalStyle:
     low: int
     high: int
     engine: str  # "neural": the neural voice as is; "world": neural voice re-pitched/re-coloured by WORLD
-    sing_shift: int  # semitones the neural voice sings away from the written notes (WORLD moves it back)
     formant_shift: float  # >1 brighter/smaller, <1 darker/larger voice colour
     vibrato_cents: float
     breathiness: float  # 0..1 noise mixed into the voice
@@ -38,15 +37,15 @@ class VocalStyle:
 
 STYLES: dict[str, VocalStyle] = {s.name: s for s in (
     VocalStyle("pop_bright", "Bright, present pop lead: close, compressed, a short plate reverb.",
-               55, 72, "neural", 0, 1.0, 28.0, 0.05, 0, "pop_bright", 2.0, "a"),
+               55, 72, "neural", 1.0, 28.0, 0.05, 0, "pop_bright", 2.0, "a"),
     VocalStyle("soft_breathy", "Soft, breathy and intimate: gentle vibrato, airy top, long warm reverb.",
-               55, 69, "world", 0, 1.03, 18.0, 0.35, 0, "soft_breathy", 1.0, "u"),
+               55, 69, "world", 1.03, 18.0, 0.35, 0, "soft_breathy", 1.0, "u"),
     VocalStyle("low_warm", "Low, warm voice an octave down (baritone colour): darker formants, little air.",
-               43, 60, "world", 12, 0.84, 22.0, 0.08, 0, "low_warm", 1.5, "o"),
+               43, 60, "world", 0.84, 22.0, 0.08, 0, "low_warm", 1.5, "o"),
     VocalStyle("choir", "Doubled choir lead: four detuned, slightly offset voices in a wide hall.",
-               55, 72, "world", 0, 1.0, 20.0, 0.12, 3, "choir", 0.5, "a"),
+               55, 72, "world", 1.0, 20.0, 0.12, 3, "choir", 0.5, "a"),
     VocalStyle("ballad", "Ballad voice: wide vibrato on long notes, warm EQ, long delay and reverb.",
-               53, 70, "neural", 0, 1.0, 38.0, 0.1, 0, "ballad", 1.5, "o"),
+               53, 70, "neural", 1.0, 38.0, 0.1, 0, "ballad", 1.5, "o"),
 )}
 
 

@@ -1,9 +1,9 @@
 """The second engine: a sung take re-pitched and re-coloured with WORLD (``pyworld``).
 
 The neural voice is accurate in about F3-A4 and has one colour. WORLD separates a take into
-pitch, spectral envelope and aperiodicity, so the same words can be sung at any pitch
-(the take is sung ``sing_shift`` semitones away, inside the neural voice's range, and
-moved back here), with the envelope's frequency axis warped for a darker or brighter voice
+pitch, spectral envelope and aperiodicity, so the same words can be sung at another pitch
+(a melody far outside the neural voice's range is sung whole octaves away and moved back
+here; near pitches re-sing best), with the envelope's frequency axis warped for a darker or brighter voice
 colour (formant shift), more aperiodicity for breath, and detuned, slightly offset copies
 for a doubled or choir lead. The target pitch curve (:func:`pitch_curve`) follows the
 notes with portamento and a vibrato that grows on long notes.
@@ -77,6 +77,41 @@ def _warp_envelope(sp: np.ndarray, factor: float) -> np.ndarray:
     return sp[:, lo] * (1 - w) + sp[:, hi] * w
 
 
+def _segments(notes, duration: float, gap: float = 0.3, pad: float = 0.15) -> list[tuple[float, float]]:
+    """Time spans (seconds) covering the notes, split at rests longer than ``gap``, padded."""
+    spans: list[list[float]] = []
+    for n in sorted(notes, key=lambda n: n.start):
+        if spans and n.start - spans[-1][1] < gap:
+            spans[-1][1] = max(spans[-1][1], n.end)
+        else:
+            spans.append([n.start, n.end])
+    return [(max(0.0, s - pad), min(duration, e + pad)) for s, e in spans]
+
+
+def _resing_segment(x: np.ndarray, sr: int, notes, offset: float, shift_back: float, formant_shift: float,
+                    breathiness: float, vibrato_cents: float, voices, seed: int) -> np.ndarray:
+    pw = load_pyworld()
+    f0, t = pw.dio(x, sr, frame_period=FRAME_MS)
+    f0 = pw.stonemask(x, f0, t, sr)
+    sp = pw.cheaptrick(x, f0, t, sr)
+    ap = pw.d4c(x, f0, t, sr)
+    target = pitch_curve(notes, t + offset, vibrato_cents=vibrato_cents, seed=seed, shift=shift_back)
+    voiced = (f0 > 0) & (target > 0)
+    sp = np.ascontiguousarray(_warp_envelope(sp, formant_shift))
+    if breathiness > 0:
+        freqs = np.linspace(0, sr / 2, ap.shape[1])
+        tilt = np.clip((freqs - 1000.0) / 3000.0, 0.0, 1.0)  # breath lives in the upper bands
+        ap = np.clip(ap + breathiness * tilt[None, :] * (1.0 - ap), 0.0, 1.0)
+    ap = np.ascontiguousarray(ap)
+    out = np.zeros(len(x))
+    for cents, delay in voices:
+        f = np.ascontiguousarray(np.where(voiced, target * 2.0 ** (cents / 1200.0), 0.0))
+        y = pw.synthesize(f, sp, ap, sr, FRAME_MS)[: len(x)]
+        d = int(delay * sr)
+        out[d:d + len(y)] += y[: len(x) - d] * (1.0 if cents == 0.0 and delay == 0.0 else DOUBLE_LEVEL)
+    return out
+
+
 def resing(take: np.ndarray, sr: int, notes, *, shift_back: float = 0.0, formant_shift: float = 1.0,
            breathiness: float = 0.0, vibrato_cents: float = 30.0, doubles: int = 0, seed: int = 0) -> np.ndarray:
     """Re-sing ``take`` (mono float, ``sr``) on ``notes`` with WORLD.
@@ -86,30 +121,21 @@ def resing(take: np.ndarray, sr: int, notes, *, shift_back: float = 0.0, formant
     envelope by ``formant_shift``, adds breath (``breathiness`` 0..1) and ``doubles``
     detuned (+-3-7 cents), delayed (8-25 ms) copies. Returns audio of the same length.
     """
-    pw = load_pyworld()
     x = np.ascontiguousarray(take, dtype=np.float64)
-    if not np.any(np.abs(x) > 1e-5):
-        return np.zeros_like(take, dtype=np.float32)
-    f0, t = pw.dio(x, sr, frame_period=FRAME_MS)
-    f0 = pw.stonemask(x, f0, t, sr)
-    sp = pw.cheaptrick(x, f0, t, sr)
-    ap = pw.d4c(x, f0, t, sr)
-    target = pitch_curve(notes, t, vibrato_cents=vibrato_cents, seed=seed, shift=shift_back)
-    voiced = (f0 > 0) & (target > 0)
-    sp = _warp_envelope(sp, formant_shift)
-    if breathiness > 0:
-        freqs = np.linspace(0, sr / 2, ap.shape[1])
-        tilt = np.clip((freqs - 1000.0) / 3000.0, 0.0, 1.0)  # breath lives in the upper bands
-        ap = np.clip(ap + breathiness * tilt[None, :] * (1.0 - ap), 0.0, 1.0)
     out = np.zeros(len(x))
+    if not np.any(np.abs(x) > 1e-5):
+        return out.astype(np.float32)
     rng = np.random.default_rng(seed + 7)
     voices = [(0.0, 0.0)] + [(rng.uniform(3, 7) * rng.choice([-1, 1]), rng.uniform(0.008, 0.025))
                              for _ in range(doubles)]
-    for cents, delay in voices:
-        f = np.where(voiced, target * 2.0 ** (cents / 1200.0), 0.0)
-        y = pw.synthesize(np.ascontiguousarray(f), np.ascontiguousarray(sp), np.ascontiguousarray(ap), sr,
-                          FRAME_MS)[: len(x)]
-        d = int(delay * sr)
-        out[d:d + len(y)] += y[: len(x) - d] * (1.0 if cents == 0.0 and delay == 0.0 else DOUBLE_LEVEL)
+    # Only the sung stretches are analysed: rests are silence in the take anyway, and WORLD's
+    # analysis is the engine's main cost.
+    for a, b in _segments(notes, len(x) / sr):
+        i0, i1 = int(a * sr), min(len(x), int(b * sr))
+        if i1 - i0 < int(0.05 * sr):
+            continue
+        seg = _resing_segment(x[i0:i1], sr, notes, i0 / sr, shift_back, formant_shift, breathiness,
+                              vibrato_cents, voices, seed)
+        out[i0:i0 + len(seg)] += seg[: len(out) - i0]
     out /= (1.0 + DOUBLE_LEVEL ** 2 * doubles) ** 0.5
     return out.astype(np.float32)
