@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..score import MELISMA, SungNote, VocalScore
+from .pitch import phrase_curve, smoothstep
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,6 @@ LEAD_UNITS = 2  # silence before a phrase's first consonant
 TAIL_UNITS = 4  # silence after a phrase's last note
 VOWEL_CHUNK = 5  # a held vowel is fed as repeats of at most 125 ms: one long token fades out in this model
 FINAL_HOLD = 6  # units of vowel past a phrase's last note (gated off): the model fades utterance ends
-PORTAMENTO = 0.06  # seconds of glide into each note
-VIB_RATE = 5.5  # Hz
-VIB_START, VIB_FULL = 0.1, 0.25  # vibrato grows from 0 at 100 ms to full depth by 250 ms into the note
 GATE_PRE, GATE_POST, GATE_RAMP = 0.01, 0.04, 0.01  # seconds: the gate that keeps rests silent
 
 
@@ -206,11 +204,6 @@ def _fit(desired: list[int], budget: int) -> list[int]:
         k = len(out) - 1 - int(np.argmax(out[::-1]))
         out[k] -= 1
     return out
-
-
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 class NeuralVoice:
@@ -378,26 +371,6 @@ class NeuralVoice:
             out_d += [d // n + (1 if i < d % n else 0) for i in range(n)]
         return t0, out_t, out_d, marks
 
-    @staticmethod
-    def _pitch_curve(t: np.ndarray, notes: list[SungNote], idx: list[int], shift: int, vibrato_cents: float,
-                     rng: np.random.Generator) -> np.ndarray:
-        """Target F0 (Hz) at times ``t``: note pitches, portamento into each note, growing vibrato, slow drift."""
-        ns = [notes[i] for i in idx]
-        midi = np.full(t.shape, float(ns[0].pitch + shift))
-        cents = np.zeros(t.shape)
-        for k, n in enumerate(ns):
-            if k:
-                step = n.pitch - ns[k - 1].pitch
-                midi += step * _smoothstep((t - n.start) / PORTAMENTO + 0.5)
-            nxt_start = ns[k + 1].start if k + 1 < len(ns) else np.inf
-            inside = (t >= n.start) & (t < nxt_start)
-            dt = t[inside] - n.start
-            depth = vibrato_cents * _smoothstep((dt - VIB_START) / (VIB_FULL - VIB_START))
-            cents[inside] += depth * np.sin(2 * np.pi * VIB_RATE * dt)
-        ph = rng.uniform(0, 2 * np.pi, 2)
-        cents += 4.0 * np.sin(2 * np.pi * 0.23 * t + ph[0]) + 2.0 * np.sin(2 * np.pi * 0.61 * t + ph[1])
-        return (440.0 * 2.0 ** ((midi + cents / 100.0 - 69.0) / 12.0)).astype(np.float32)
-
     # -- synthesis -----------------------------------------------------------------------------------------
     def _phrase(self, notes: list[SungNote], idx: list[int], shift: int, vibrato_cents: float, vowel: str,
                 rng: np.random.Generator) -> tuple[float, np.ndarray]:
@@ -416,7 +389,7 @@ class NeuralVoice:
         for _, v0, v1, _ in marks:  # the held vowel is voiced, whatever the speech model would do
             voiced[2 * v0 + 1: max(2 * v0 + 1, 2 * v1 - 1)] = True
         t = t0 + np.arange(frames) * FRAME
-        f0 = self._pitch_curve(t, notes, idx, shift, vibrato_cents, rng) * voiced
+        f0 = phrase_curve(t, [notes[i] for i in idx], shift=shift, vibrato_cents=vibrato_cents, rng=rng) * voiced
         feed[F0_INPUT] = f0[None, :]
         lh, th, ln, lr, phi, _ = (o[0] for o in self.sess.run(None, feed))
         audio = dsp.synth(lh, th, ln, lr, phi, f0, rng)
@@ -435,8 +408,8 @@ class NeuralVoice:
         t = np.arange(n) / SAMPLE_RATE
         gate = np.zeros(n, np.float32)
         for a, b in spans:
-            up = _smoothstep((t - a) / GATE_RAMP)
-            down = _smoothstep((b - t) / GATE_RAMP)
+            up = smoothstep((t - a) / GATE_RAMP)
+            down = smoothstep((b - t) / GATE_RAMP)
             gate = np.maximum(gate, (up * down).astype(np.float32))
         return gate
 

@@ -5,53 +5,38 @@ pitch, spectral envelope and aperiodicity, so the same words can be sung at anot
 (a melody far outside the neural voice's range is sung whole octaves away and moved back
 here; near pitches re-sing best), with the envelope's frequency axis warped for a darker or brighter voice
 colour (formant shift), more aperiodicity for breath, and detuned, slightly offset copies
-for a doubled or choir lead. The target pitch curve (:func:`pitch_curve`) follows the
-notes with portamento and a vibrato that grows on long notes.
+for a doubled or choir lead. The target pitch curve is the one the neural voice follows
+(:mod:`.pitch`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .pitch import phrase_curve
+
 FRAME_MS = 5.0
-VIBRATO_HZ = 5.5
-PORTAMENTO_S = 0.06
-VIBRATO_DELAY_S = 0.25
 DOUBLE_LEVEL = 0.55  # each doubling voice against the lead: present, but the lead keeps the pitch
 
 
 def pitch_curve(notes, times: np.ndarray, *, vibrato_cents: float = 30.0, seed: int = 0,
                 shift: float = 0.0) -> np.ndarray:
-    """Target F0 (Hz) at ``times`` (seconds) for ``notes`` (``start``, ``end``, ``pitch``); 0 in rests.
-
-    Each note glides in from the previous pitch over :data:`PORTAMENTO_S` when the notes
-    touch, then holds, with a vibrato at :data:`VIBRATO_HZ` that fades in after
-    :data:`VIBRATO_DELAY_S` up to ``vibrato_cents``, and a few cents of slow drift.
-    ``shift`` (semitones) moves the whole curve.
-    """
+    """Target F0 (Hz) at ``times`` for ``notes``; 0 in rests (:func:`.pitch.phrase_curve` per phrase)."""
     rng = np.random.default_rng(seed)
-    midi = np.zeros_like(times, dtype=float)
-    voiced = np.zeros_like(times, dtype=bool)
-    prev_pitch, prev_end = None, -1.0
+    out = np.zeros(len(times))
+    notes = sorted(notes, key=lambda n: n.start)
+    sounding = np.zeros(len(times), dtype=bool)
     for n in notes:
-        sel = (times >= n.start) & (times < n.end)
-        if not sel.any():
-            continue
-        t = times[sel] - n.start
-        curve = np.full(t.shape, float(n.pitch))
-        if prev_pitch is not None and n.start - prev_end < 0.03:
-            glide = t < PORTAMENTO_S
-            w = 0.5 - 0.5 * np.cos(np.pi * t[glide] / PORTAMENTO_S)
-            curve[glide] = prev_pitch + (n.pitch - prev_pitch) * w
-        depth = vibrato_cents / 100.0 * np.clip((t - VIBRATO_DELAY_S) / 0.4, 0.0, 1.0)
-        phase = rng.uniform(0, 2 * np.pi)
-        curve += depth * np.sin(2 * np.pi * VIBRATO_HZ * t + phase)
-        curve += 0.04 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 2 * np.pi))
-        midi[sel] = curve
-        voiced[sel] = True
-        prev_pitch, prev_end = n.pitch, n.end
-    hz = 440.0 * 2.0 ** ((midi + shift - 69.0) / 12.0)
-    return np.where(voiced, hz, 0.0)
+        sounding |= (times >= n.start) & (times < n.end)
+    phrase: list = []
+    for n in [*notes, None]:
+        if phrase and (n is None or n.start - phrase[-1].end >= 0.03):  # a rest ends the glide
+            sel = (times >= phrase[0].start) & (times < phrase[-1].end) & sounding
+            out[sel] = phrase_curve(times[sel], phrase, shift=shift, vibrato_cents=vibrato_cents, rng=rng)
+            phrase = []
+        if n is not None:
+            phrase.append(n)
+    return out
 
 
 def load_pyworld():
