@@ -3,3 +3,5 @@ vocal styles, mixing and mastering, and exports (MIDI with lyrics, MusicXML, .sv
 
 Entry points: ``render.py`` (CLI and :func:`render.run_render`); see shared/DESIGN.md for its contracts.
 """
+
+__version__ = "0.1.0"

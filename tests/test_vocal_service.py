@@ -1,0 +1,158 @@
+"""Behaviour tests of the vocal-mix service's HTTP edge (Flask test client): health, styles, render tasks."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from test_render import background, melody
+
+from tmik_make_vocal_mix import render, service
+from tmik_make_vocal_mix.engines import neural
+from tmik_make_vocal_mix.styles import list_styles
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "shared_data"
+    root.mkdir()
+    monkeypatch.setenv("SHARED_DATA_DIR", str(root))
+    monkeypatch.setenv("VOCAL_TASK_WORKERS", "1")
+    for name in ("TARGET_LUFS", "TRUE_PEAK_DBTP"):
+        monkeypatch.delenv(name, raising=False)
+    return root
+
+
+@pytest.fixture
+def client(data_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    # The real warm-up: it builds the neural voice model once, then finds it cached on disk.
+    calls = []
+    real = neural.build_controllable_model
+    monkeypatch.setattr(neural, "build_controllable_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    app = service.create_app()
+    app.warm_up_calls = calls
+    yield app.test_client()
+    app.extensions[service.EXTENSION].runner.close(cancel=True)
+
+
+@pytest.fixture
+def job(data_dir: Path) -> dict[str, str]:
+    """A job's inputs as the melody service leaves them: input/<job>/background.wav, melody_results/<job>/melody.mid."""
+    (data_dir / "input" / "v1").mkdir(parents=True)
+    (data_dir / "melody_results" / "v1").mkdir(parents=True)
+    background(data_dir / "input" / "v1" / "background.wav", seconds=7.0)
+    melody(data_dir / "melody_results" / "v1" / "melody.mid")
+    return {"background": "input/v1/background.wav", "melody": "melody_results/v1/melody.mid"}
+
+
+def submit(client, job_id: str, inputs: dict, params: dict | None = None):
+    body = {"job_id": job_id, "type": "render", "input": inputs}
+    if params is not None:
+        body["params"] = params
+    return client.post("/v1/tasks", json=body)
+
+
+def wait_for(client, task_id: str, states: set[str], timeout: float = 45.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        task = client.get(f"/v1/tasks/{task_id}").get_json()
+        if task["state"] in states:
+            return task
+        assert time.monotonic() < deadline, f"task stuck in {task['state']} ({task['stage']})"
+        time.sleep(0.05)
+
+
+def test_health_reports_model_version_task_types_and_warms_up(client) -> None:
+    body = client.get("/health").get_json()
+    assert body["status"] == "ok" and body["model"] == "hibari-heart+world" and body["version"]
+    assert body["task_types"] == ["render"]
+    deadline = time.monotonic() + 60
+    while not client.get("/health").get_json()["warm"]:
+        assert time.monotonic() < deadline, "warm-up never finished"
+        time.sleep(0.01)
+    assert client.application.warm_up_calls == [1]
+
+
+def test_styles_lists_every_style(client) -> None:
+    response = client.get("/v1/styles")
+    assert response.status_code == 200
+    assert response.get_json() == {"styles": list_styles()}
+
+
+def test_render_task_writes_the_mix_under_vocal_results(client, data_dir, job) -> None:
+    response = submit(client, "v1", job, {"style": "pop_bright", "seed": 3, "lyrics": "twin kle twin kle"})
+    assert response.status_code == 202, response.get_json()
+    assert response.headers["Location"].endswith(response.get_json()["task_id"])
+    task = wait_for(client, response.get_json()["task_id"], {"done", "failed", "cancelled"})
+    assert task["state"] == "done", task["error"]
+    assert task["progress"] == 1.0
+    outputs = task["outputs"]
+    assert outputs["mix"] == "vocal_results/v1/mix.wav" and outputs["qc"] == "vocal_results/v1/qc.json"
+    for name, rel in outputs.items():
+        assert rel.startswith("vocal_results/v1/") and (data_dir / rel).is_file(), name
+    info = sf.info(data_dir / outputs["mix"])
+    assert info.channels == 2 and abs(info.duration - 7.0) < 0.01
+    qc = json.loads((data_dir / outputs["qc"]).read_text())
+    assert qc["style"] == "pop_bright" and qc["seed"] == 3
+
+
+def test_unknown_style_is_422_listing_the_styles(client, job) -> None:
+    response = submit(client, "v1", job, {"style": "opera"})
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "unknown_style"
+    assert all(s["name"] in error["message"] for s in list_styles())
+
+
+@pytest.mark.parametrize("params", [{"seed": -1}, {"seed": 1.5}, {"target_lufs": 0}, {"lyrics": 3},
+                                    {"style": 7}, {"tempo": 120}])
+def test_bad_params_are_422(client, job, params) -> None:
+    assert submit(client, "v1", job, params).status_code == 422
+
+
+def test_missing_melody_is_404_and_unsafe_paths_400(client, job) -> None:
+    response = submit(client, "v1", {**job, "melody": "melody_results/nope/melody.mid"})
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "input_not_found"
+    assert submit(client, "v1", {"background": job["background"]}).status_code == 400
+    assert submit(client, "v1", {**job, "melody": "../melody.mid"}).status_code == 400
+    assert submit(client, "../x", job).status_code == 400
+
+
+def test_corrupt_melody_fails_with_corrupt_midi(client, data_dir, job) -> None:
+    (data_dir / job["melody"]).write_bytes(b"MThd garbage, not a MIDI file")
+    task = wait_for(client, submit(client, "v1", job).get_json()["task_id"], {"done", "failed", "cancelled"})
+    assert task["state"] == "failed" and task["error"]["code"] == "corrupt_midi"
+
+
+def test_cancel_running_render_ends_cancelled_within_2s(client, job, monkeypatch) -> None:
+    started = threading.Event()
+
+    def slow_sing(score, style, seed, progress):
+        started.set()
+        for i in range(600):  # 30 s unless cancelled; progress() is the checkpoint
+            progress(i / 600)
+            time.sleep(0.05)
+        raise AssertionError("not cancelled")
+
+    monkeypatch.setattr(render, "sing", slow_sing)
+    task_id = submit(client, "v1", job).get_json()["task_id"]
+    assert started.wait(20), "render never reached the singing stage"
+    assert client.get(f"/v1/tasks/{task_id}").get_json()["stage"] in {"load", "sing"}
+    t0 = time.monotonic()
+    response = client.delete(f"/v1/tasks/{task_id}")
+    assert response.status_code == 200 and response.get_json()["cancel_requested"] is True
+    task = wait_for(client, task_id, {"done", "failed", "cancelled"}, timeout=2.0)
+    assert task["state"] == "cancelled" and time.monotonic() - t0 < 2.0
+    assert task["outputs"] == {}
+
+
+def test_unknown_task_and_route_are_json(client) -> None:
+    response = client.get("/v1/tasks/nope")
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "task_not_found"
+    assert client.get("/nope").get_json()["error"]["code"] == "not_found"
+    response = client.post("/v1/tasks", json={"job_id": "v1", "input": {}})
+    assert response.status_code == 400 and "render" in response.get_json()["error"]["message"]
