@@ -68,13 +68,15 @@ run: system-deps venv ## start the whole system on localhost (embedded mode); Ct
 test: system-deps venv ## run the test suite
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
-eval: system-deps venv ## measure analysis quality, then melody quality, on the rendered evaluation set
+eval: system-deps venv ## measure analysis, melody, then vocal quality (pitch, words, loudness) on the evaluation set
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.eval_analysis
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.eval_melody
+	$(VPY) -m tmik_make_vocal_mix.evaluation.eval_vocal
 
-bench: system-deps venv ## measure analysis and melody generation speed on a 3-minute track
+bench: system-deps venv ## measure analysis, melody generation and vocal render speed on a 3-minute track
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.bench_analysis
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.bench_melody
+	$(VPY) -m tmik_make_vocal_mix.evaluation.bench_vocal
 
 train-chords: system-deps venv ## retrain the shipped chord model (analysis/chord_model.npz), about 4 min
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.train_chords
