@@ -1,0 +1,1 @@
+"""Evaluation of the vocal mix (``make eval`` / ``make bench``): intelligibility, quality targets, speed."""
