@@ -207,9 +207,10 @@ def run_render(background: str | Path, melody: str | Path, out_dir: str | Path, 
 
     t = time.perf_counter()
     report("qc", dict(STAGES)["qc"])
-    stats = mixing.measure(result.mix, bg.sample_rate)
+    stats = result.stats  # the master's own measurement of the final mix
     report_qc = qc.take_report(vocal, vocal_sr, score.notes, stats, target_lufs=target_lufs, true_peak_db=true_peak_db)
-    warnings += list(result.stats.get("warnings", []))
+    if result.stats.get("warning"):
+        warnings.append(result.stats["warning"])
     times["qc"] = time.perf_counter() - t
     record = {**report_qc, "style": chosen.name, "seed": seed, "warnings": warnings,
               "seconds": {k: round(v, 3) for k, v in times.items()}, "mix": result.stats}

@@ -12,6 +12,7 @@ for a doubled or choir lead. The target pitch curve is the one the neural voice 
 from __future__ import annotations
 
 import numpy as np
+import soxr
 
 from .pitch import phrase_curve
 
@@ -88,12 +89,16 @@ def _resing_segment(x: np.ndarray, sr: int, notes, offset: float, shift_back: fl
         tilt = np.clip((freqs - 1000.0) / 3000.0, 0.0, 1.0)  # breath lives in the upper bands
         ap = np.clip(ap + breathiness * tilt[None, :] * (1.0 - ap), 0.0, 1.0)
     ap = np.ascontiguousarray(ap)
+    lead = pw.synthesize(np.ascontiguousarray(np.where(voiced, target, 0.0)), sp, ap, sr, FRAME_MS)[: len(x)]
     out = np.zeros(len(x))
-    for cents, delay in voices:
-        f = np.ascontiguousarray(np.where(voiced, target * 2.0 ** (cents / 1200.0), 0.0))
-        y = pw.synthesize(f, sp, ap, sr, FRAME_MS)[: len(x)]
+    out[: len(lead)] += lead
+    for cents, delay in voices[1:]:
+        # A double is the lead played a few cents sharp or flat (resampled, so also a few
+        # milliseconds longer or shorter over a phrase: a natural looseness) and a little late.
+        y = soxr.resample(lead, sr, sr * 2.0 ** (-cents / 1200.0))
         d = int(delay * sr)
-        out[d:d + len(y)] += y[: len(x) - d] * (1.0 if cents == 0.0 and delay == 0.0 else DOUBLE_LEVEL)
+        k = max(0, min(len(y), len(x) - d))
+        out[d:d + k] += y[:k] * DOUBLE_LEVEL
     return out
 
 
