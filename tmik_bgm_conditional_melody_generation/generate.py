@@ -39,9 +39,11 @@ from tmik_common.tasks import (
     TaskType,
     Work,
     check_keys,
+    lyrics_param,
     number_param,
     output_path,
     resolve_input,
+    seed_param,
 )
 
 from . import analysis, config
@@ -54,7 +56,6 @@ from .timeline import TimelineError
 log = logging.getLogger(__name__)
 
 DEFAULT_RANDOMNESS = 0.5
-MAX_SEED = 2**31 - 1
 _ANALYSIS_SHARE = 0.35  # of the progress bar; generation is the rest
 
 
@@ -180,9 +181,7 @@ def _prepare(request: TaskRequest, data_dir: Path) -> Work:
     audio_path = resolve_input(data_dir, request.input["audio"], "audio")
     sensitivity = number_param(request.params, "sensitivity", DEFAULT_SENSITIVITY, 0.0, 1.0)
     randomness = number_param(request.params, "randomness", DEFAULT_RANDOMNESS, 0.0, 1.0)
-    seed = request.params.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise InvalidParams("invalid_param", f"params.seed must be a whole number 0..{MAX_SEED}")
+    seed = seed_param(request.params)
     vocal_range = _range_param(request.params["vocal_range"]) if "vocal_range" in request.params else DEFAULT_RANGE
     regenerate = request.params.get("regenerate")
     if regenerate is not None:
@@ -191,23 +190,7 @@ def _prepare(request: TaskRequest, data_dir: Path) -> Work:
                 and 0 <= regenerate[0] < regenerate[1]):
             raise InvalidParams("invalid_param", "params.regenerate must be [start, end] in seconds, start < end")
         regenerate = (float(regenerate[0]), float(regenerate[1]))
-    text = request.params.get("lyrics")
-    if text is not None and not isinstance(text, str):
-        raise InvalidParams("invalid_param", "params.lyrics must be text")
-    if "lyrics" in request.input:
-        if text:
-            raise InvalidRequest("invalid_request", "give lyrics either as input.lyrics (a file) or as "
-                                 "params.lyrics (text), not both")
-        try:
-            text = read_lyrics_file(resolve_input(data_dir, request.input["lyrics"], "lyrics"))
-        except LyricsError as exc:
-            raise InvalidParams(exc.code, exc.message) from None
-    lyrics = None
-    if text and text.strip():
-        try:
-            lyrics = parse_lyrics(text)
-        except LyricsError as exc:
-            raise InvalidParams(exc.code, exc.message) from None
+    lyrics = lyrics_param(request, data_dir)
     out_abs, out_rel = output_path(data_dir, "melody_results", request.job_id, "analysis.json")
     out_dir = out_abs.parent
     rel_dir = out_rel.rsplit("/", 1)[0]

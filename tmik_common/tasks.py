@@ -379,6 +379,40 @@ def number_param(params: Mapping[str, Any], name: str, default: float,
     return float(value)
 
 
+MAX_SEED = 2**31 - 1
+
+
+def seed_param(params: Mapping[str, Any]) -> int:
+    """``params.seed``: a whole number 0..2**31-1 (default 0 when absent or null)."""
+    seed = params.get("seed")
+    if seed is None:
+        return 0
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise InvalidParams("invalid_param", f"params.seed must be a whole number 0..{MAX_SEED}")
+    return seed
+
+
+def lyrics_param(request: TaskRequest, data_dir: Path):
+    """The request's lyrics (``params.lyrics`` text or an ``input.lyrics`` file), parsed; None when absent.
+
+    Both services take lyrics the same way; bad lyrics are refused before the task is queued.
+    """
+    from .lyrics import LyricsError, parse_lyrics, read_lyrics_file
+
+    text = request.params.get("lyrics")
+    if text is not None and not isinstance(text, str):
+        raise InvalidParams("invalid_param", "params.lyrics must be text")
+    try:
+        if "lyrics" in request.input:
+            if text:
+                raise InvalidRequest("invalid_request", "give lyrics either as input.lyrics (a file) or as "
+                                     "params.lyrics (text), not both")
+            text = read_lyrics_file(resolve_input(data_dir, request.input["lyrics"], "lyrics"))
+        return parse_lyrics(text) if text and text.strip() else None
+    except LyricsError as exc:
+        raise InvalidParams(exc.code, exc.message) from None
+
+
 def check_keys(mapping: Mapping[str, Any], allowed: set[str], where: str,
                error: type[TaskRequestError] = InvalidParams) -> None:
     """Refuse keys outside ``allowed``: a misspelt parameter should fail loudly, not be ignored."""

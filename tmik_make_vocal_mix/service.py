@@ -43,7 +43,6 @@ from typing import Any
 from flask import Flask, Response, jsonify
 
 from tmik_common.http import create_task_app, serve
-from tmik_common.lyrics import LyricsError, parse_lyrics, read_lyrics_file
 from tmik_common.tasks import (
     InvalidParams,
     InvalidRequest,
@@ -52,9 +51,11 @@ from tmik_common.tasks import (
     TaskType,
     Work,
     check_keys,
+    lyrics_param,
     number_param,
     output_path,
     resolve_input,
+    seed_param,
 )
 
 from . import __version__, render
@@ -68,7 +69,6 @@ __all__ = ["EXTENSION", "MODEL", "create_app", "main", "render_task_type"]
 
 EXTENSION = "vocal_service"
 MODEL = "hibari-heart+world"
-MAX_SEED = 2**31 - 1
 RESULTS = "vocal_results"
 
 
@@ -96,29 +96,9 @@ def render_task_type(*, target_lufs: float = -14.0, true_peak_db: float = -1.0) 
             style_name = get_style(style).name
         except StyleError as exc:
             raise InvalidParams(exc.code, exc.message) from None
-        seed = request.params.get("seed", 0)
-        if seed is None:
-            seed = 0
-        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-            raise InvalidParams("invalid_param", f"params.seed must be a whole number 0..{MAX_SEED}")
+        seed = seed_param(request.params)
         lufs = number_param(request.params, "target_lufs", target_lufs, -30.0, -6.0)
-        text = request.params.get("lyrics")
-        if text is not None and not isinstance(text, str):
-            raise InvalidParams("invalid_param", "params.lyrics must be text")
-        if "lyrics" in request.input:
-            if text:
-                raise InvalidRequest("invalid_request", "give lyrics either as input.lyrics (a file) or as "
-                                     "params.lyrics (text), not both")
-            try:
-                text = read_lyrics_file(resolve_input(data_dir, request.input["lyrics"], "lyrics"))
-            except LyricsError as exc:
-                raise InvalidParams(exc.code, exc.message) from None
-        lyrics = None
-        if text and text.strip():
-            try:
-                lyrics = parse_lyrics(text)
-            except LyricsError as exc:
-                raise InvalidParams(exc.code, exc.message) from None
+        lyrics = lyrics_param(request, data_dir)
         out_dir, _ = output_path(data_dir, RESULTS, request.job_id)
         base = Path(data_dir).resolve()
 
