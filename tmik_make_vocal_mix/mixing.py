@@ -599,9 +599,14 @@ def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
     return np.pad(x, pad)
 
 
-def _active_blocks(vocal_2d: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-    """Block powers (K-weighted) of the vocal and a mask of the blocks where it sounds."""
-    power = _block_power(_k_weight(vocal_2d, sr), sr)
+def _active_blocks(vocal: np.ndarray, sr: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block powers (K-weighted) of a mono vocal centred in ``channels``, and where it sounds."""
+    # The same signal in every channel: filter it once, its power counts once per channel.
+    return _gated(_block_power(_k_weight(vocal[None, :], sr), sr) * channels)
+
+
+def _gated(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Block powers and the blocks where the signal sounds (above the absolute gate, within 20 LU of its top)."""
     if power.size == 0:
         return power, np.zeros(0, bool)
     lufs = _power_to_lufs(power)
@@ -664,19 +669,22 @@ def mix(background: np.ndarray, bg_sr: int, vocal_dry: np.ndarray, vocal_sr: int
                          sr=bg_sr, stats={"integrated_lufs": float("-inf"), "true_peak_dbtp": float("-inf"),
                                           "sample_peak_dbfs": float("-inf"), "clipped_samples": 0,
                                           "warning": "empty background: nothing to mix"})
+    # The chain runs at the vocal's own (lower) rate, then both are resampled: the same sound,
+    # fewer samples to process.
+    n_vocal = int(np.ceil(n * vocal_sr / bg_sr))
+    dry = _fit_length(dry, n_vocal)
+    wet = apply_vocal_chain(dry, vocal_sr, fx)  # dry already spans the background: tails fit inside
     if vocal_sr != bg_sr and dry.size:
         dry = soxr.resample(dry, vocal_sr, bg_sr, quality="HQ").astype(np.float32)
-    dry = _fit_length(dry, n)
-
-    wet = apply_vocal_chain(dry, bg_sr, fx)  # dry already spans the background: tails fit inside
-    wet = _fit_length(wet, n)
+        wet = soxr.resample(wet, vocal_sr, bg_sr, quality="HQ").astype(np.float32)
+    dry, wet = _fit_length(dry, n), _fit_length(wet, n)
     silent_vocal = not np.any(dry) or _db(float(np.max(np.abs(dry)))) < SILENCE_PEAK_DB
 
     vocal_gain_db = 0.0
     if silent_vocal:
         warnings.append("vocal is silent or near-silent (peak below -60 dBFS); mixed without balancing")
     else:
-        power_v, active = _active_blocks(np.repeat(wet[None, :], channels, axis=0), bg_sr)
+        power_v, active = _active_blocks(wet, bg_sr, channels)
         if not active.any():
             warnings.append("vocal too short to measure its loudness; mixed at the staging level")
         else:
@@ -739,7 +747,10 @@ def vocal_to_background_db(vocal: np.ndarray, background: np.ndarray, sr: int) -
         LU difference; None when the vocal never sounds or the background is silent there.
     """
     v, b = _as_2d(vocal), _as_2d(background)
-    power_v, active = _active_blocks(v, sr)
+    if all(np.array_equal(v[0], c) for c in v[1:]):  # centred (as mixed): filter one channel only
+        power_v, active = _active_blocks(v[0], sr, v.shape[0])
+    else:
+        power_v, active = _gated(_block_power(_k_weight(v, sr), sr))
     if not active.any():
         return None
     power_b = _block_power(_k_weight(b, sr), sr)
