@@ -486,7 +486,11 @@ def export_all(score: VocalScore, out_dir: Path, *, background_audio: Path | Non
         try:
             files[fmt] = convert(files["svp"], out_dir / f"song.{fmt}")
         except Exception as exc:  # noqa: BLE001 - a converter bug must not break the render
-            msg = f"song.{fmt} not written: LibreSVIP {type(exc).__name__}: {exc}"
+            if fmt == "ds" and "pronunciation" in str(exc):
+                msg = ("song.ds (DiffSinger) not written: its dictionaries know Chinese (pinyin) and Japanese "
+                       "lyrics only; open song.svp or song.ustx instead")
+            else:
+                msg = f"song.{fmt} not written: LibreSVIP {type(exc).__name__}: {exc}"
             log.warning(msg)
             warnings.append(msg)
     files["warnings"] = warnings
