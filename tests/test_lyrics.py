@@ -317,3 +317,13 @@ def test_read_binary_and_missing(tmp_path):
     with pytest.raises(LyricsError) as info:
         read_lyrics_file(tmp_path / "missing.txt")
     assert info.value.code == "lyrics_unreadable"
+
+
+def test_the_length_limit_is_configurable(monkeypatch):
+    from tmik_common.lyrics import LyricsError, parse_lyrics
+
+    assert parse_lyrics("one two three four five six").syllable_count == 6
+    monkeypatch.setenv("MAX_LYRICS_SYLLABLES", "5")
+    with pytest.raises(LyricsError) as err:
+        parse_lyrics("one two three four five six")
+    assert err.value.code == "lyrics_too_long" and "5" in err.value.message

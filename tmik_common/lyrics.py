@@ -58,7 +58,15 @@ log = logging.getLogger(__name__)
 #: convention for a melisma).
 MELISMA = "-"
 #: Most syllables :func:`parse_lyrics` accepts (a long song has a few hundred).
-MAX_SYLLABLES = 2_000
+MAX_SYLLABLES = 2_000  # default of MAX_LYRICS_SYLLABLES
+
+
+def max_syllables() -> int:
+    """The longest lyrics accepted, in syllables: MAX_LYRICS_SYLLABLES (default :data:`MAX_SYLLABLES`)."""
+    import os
+
+    raw = os.environ.get("MAX_LYRICS_SYLLABLES", "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_SYLLABLES
 #: Largest lyrics file :func:`read_lyrics_file` reads, in bytes (100 kB).
 MAX_FILE_BYTES = 100_000
 #: Longest text :func:`parse_lyrics` looks at, in characters.
@@ -707,10 +715,11 @@ def parse_lyrics(text: str, language: str = "en") -> Lyrics:
         lines.append(LyricLine(line, tuple(syllables), pending_break and bool(lines), section))
         pending_break = False
         count += len(syllables)
-        if count > MAX_SYLLABLES:
+        limit = max_syllables()
+        if count > limit:
             raise LyricsError(
                 "lyrics_too_long",
-                f"The lyrics have more than {MAX_SYLLABLES:,} syllables, too many for one song. "
+                f"The lyrics have more than {limit:,} syllables, too many for one song. "
                 "Shorten them or split them across songs.",
             )
     if not lines:
