@@ -20,6 +20,7 @@ import logging
 import os
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -681,6 +682,7 @@ def mix(background: np.ndarray, bg_sr: int, vocal_dry: np.ndarray, vocal_sr: int
     silent_vocal = not np.any(dry) or _db(float(np.max(np.abs(dry)))) < SILENCE_PEAK_DB
 
     vocal_gain_db = 0.0
+    levels: tuple[float, float] | None = None  # (vocal, background) LUFS where the vocal sounds
     if silent_vocal:
         warnings.append("vocal is silent or near-silent (peak below -60 dBFS); mixed without balancing")
     else:
@@ -691,6 +693,7 @@ def mix(background: np.ndarray, bg_sr: int, vocal_dry: np.ndarray, vocal_sr: int
             power_b = _block_power(_k_weight(bg, bg_sr), bg_sr)
             lv = float(_power_to_lufs(power_v[active].mean()))
             lb = float(_power_to_lufs(power_b[active].mean()))
+            levels = (lv, lb)
             if lb <= ABS_GATE_LUFS:
                 warnings.append("background is silent under the vocal; vocal set to the mix target")
                 vocal_gain_db = target_lufs - lv
@@ -716,7 +719,9 @@ def mix(background: np.ndarray, bg_sr: int, vocal_dry: np.ndarray, vocal_sr: int
         "true_peak_ceiling_db": true_peak_db,
         "vocal_offset_target_db": offset,
         "vocal_gain_db": vocal_gain_db,
-        "vocal_to_background_db": vocal_to_background_db(vocal_out, inst_out, bg_sr),
+        # Both sides get the same master gain, so the balance is the measured levels plus the vocal gain.
+        "vocal_to_background_db": (levels[0] + vocal_gain_db - levels[1]
+                                   if levels and np.isfinite(levels[1]) and levels[1] > ABS_GATE_LUFS else None),
         "master_gain_db": info["master_gain_db"],
         "limiter_gain_reduction_db": info["limiter_gain_reduction_db"],
         "iterations": info["iterations"],
@@ -819,9 +824,12 @@ def write_outputs(result: MixResult, sr: int, out_dir: Path) -> dict[str, Path]:
         "instrumental": out_dir / "instrumental.wav",
     }
     _write_wav_atomic(paths["mix"], result.mix, sr)
-    _write_mp3_atomic(paths["mix_mp3"], paths["mix"])
-    _write_wav_atomic(paths["vocal"], result.vocal_dry, sr)
-    _write_wav_atomic(paths["vocal_fx"], result.vocal_fx, sr)
-    _write_wav_atomic(paths["instrumental"], result.instrumental, sr)
+    # ffmpeg encodes the MP3 on the other core while the stems are written.
+    with ThreadPoolExecutor(1) as pool:
+        mp3 = pool.submit(_write_mp3_atomic, paths["mix_mp3"], paths["mix"])
+        _write_wav_atomic(paths["vocal"], result.vocal_dry, sr)
+        _write_wav_atomic(paths["vocal_fx"], result.vocal_fx, sr)
+        _write_wav_atomic(paths["instrumental"], result.instrumental, sr)
+        mp3.result()  # re-raises an encoder failure
     logger.info("wrote %s", ", ".join(p.name for p in paths.values()))
     return paths
