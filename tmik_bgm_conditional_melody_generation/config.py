@@ -10,21 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tmik_common.env import env_float, env_int
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
-
-
-def _int(name: str, default: int) -> int:
-    return int(_float(name, default))
 
 
 @dataclass(frozen=True)
@@ -48,9 +36,9 @@ def load() -> Config:
     return Config(
         shared_data_dir=Path(os.environ.get("SHARED_DATA_DIR", str(REPO_ROOT / "shared_data"))).resolve(),
         host=os.environ.get("MELODY_SERVICE_HOST", "127.0.0.1"),
-        port=_int("MELODY_SERVICE_PORT", 8001),
-        max_audio_seconds=_float("MAX_AUDIO_SECONDS", 900.0),
-        min_audio_seconds=_float("MIN_AUDIO_SECONDS", 5.0),
-        task_workers=max(1, _int("MELODY_TASK_WORKERS", 1)),
+        port=env_int("MELODY_SERVICE_PORT", 8001),
+        max_audio_seconds=env_float("MAX_AUDIO_SECONDS", 900.0),
+        min_audio_seconds=env_float("MIN_AUDIO_SECONDS", 5.0),
+        task_workers=max(1, env_int("MELODY_TASK_WORKERS", 1)),
         log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
     )

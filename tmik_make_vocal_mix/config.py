@@ -6,29 +6,13 @@ Each variable is documented in the repository's ``.env.example``. Values are rea
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tmik_common.env import env_float, env_int
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {raw!r}")
-    return value
-
-
-def _int(name: str, default: int) -> int:
-    return int(_float(name, default))
 
 
 @dataclass(frozen=True)
@@ -44,17 +28,17 @@ class Config:
 
 def load() -> Config:
     """Read the service configuration from the environment; ValueError names a bad variable."""
-    target = _float("TARGET_LUFS", -14.0)
+    target = env_float("TARGET_LUFS", -14.0)
     if not -30.0 <= target <= -6.0:
         raise ValueError(f"TARGET_LUFS must be within -30..-6, got {target:g}")
-    peak = _float("TRUE_PEAK_DBTP", -1.0)
+    peak = env_float("TRUE_PEAK_DBTP", -1.0)
     if not -12.0 <= peak <= 0.0:
         raise ValueError(f"TRUE_PEAK_DBTP must be within -12..0, got {peak:g}")
     return Config(
         shared_data_dir=Path(os.environ.get("SHARED_DATA_DIR", str(REPO_ROOT / "shared_data"))).resolve(),
         host=os.environ.get("VOCAL_SERVICE_HOST", "127.0.0.1"),
-        port=_int("VOCAL_SERVICE_PORT", 8002),
-        task_workers=max(1, _int("VOCAL_TASK_WORKERS", 1)),
+        port=env_int("VOCAL_SERVICE_PORT", 8002),
+        task_workers=max(1, env_int("VOCAL_TASK_WORKERS", 1)),
         target_lufs=target,
         true_peak_db=peak,
         log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
