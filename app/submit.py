@@ -1,0 +1,211 @@
+"""Turning a musician's upload and choices into a queued job: one path for the API and the UI.
+
+:func:`parse_params` checks the Create-tab parameters and returns the job's ``params``;
+:func:`store_upload` checks the audio and stores it as ``input/<job_id>/background.<ext>``;
+:func:`submit_job` does both and queues the job. Every refusal is a :class:`SubmitError` with a
+stable ``code``, the ``field`` it concerns and a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from tmik_common.audio import AudioError, load_audio
+from tmik_common.lyrics import LyricsError, parse_lyrics
+from tmik_common.tasks import MAX_SEED
+
+from . import jobs
+from .config import Config
+from .models import Job
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+DEFAULT_SENSITIVITY = 0.5
+DEFAULT_RANDOMNESS = 0.5
+DEFAULT_STYLE = "pop_bright"
+MAX_LYRICS_CHARS = 20_000
+MIN_AUDIO_SECONDS = 5.0
+MAX_AUDIO_SECONDS = 900.0
+_STYLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+# What a musician is told on the Create tab and in the API document.
+ACCEPTED_INPUT = (f"WAV, FLAC, MP3 or OGG; {MIN_AUDIO_SECONDS:.0f} s to {MAX_AUDIO_SECONDS / 60:.0f} min; "
+                  "any sample rate from 8 to 192 kHz, mono or stereo")
+
+
+class SubmitError(ValueError):
+    """A refused submission: ``code`` (stable), ``field`` (the parameter at fault) and a message."""
+
+    def __init__(self, code: str, message: str, field: str | None = None, status: int = 422):
+        super().__init__(message)
+        self.code, self.message, self.field, self.status = code, message, field, status
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"code": self.code, "message": self.message}
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+def _number(raw: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = raw.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SubmitError("invalid_param", f"{name} must be a number from {low:g} to {high:g}, got {value!r}",
+                          name) from None
+    if not low <= number <= high:  # also refuses NaN
+        raise SubmitError("invalid_param", f"{name} must be from {low:g} to {high:g}, got {value!r}", name)
+    return number
+
+
+def parse_params(raw: Mapping[str, Any], styles: list[str] | None = None) -> dict[str, Any]:
+    """The job's parameters from form or JSON values (strings are accepted for numbers).
+
+    ``sensitivity`` (Beat Detection Sensitivity) and ``randomness`` (Creative Randomness) 0..1,
+    ``style`` (Vocal Style; checked against ``styles`` when the list is known), ``seed``
+    (0..MAX_SEED; empty: a random one, recorded so the take can be repeated), ``lyrics``
+    (text with optional [Section] tags; empty: a vocalise), ``target_lufs`` (-30..-6).
+    """
+    known = {"sensitivity", "randomness", "style", "seed", "lyrics", "target_lufs"}
+    unknown = sorted(set(raw) - known - {"file"})
+    if unknown:
+        raise SubmitError("unknown_param", f"unknown parameter(s) {', '.join(unknown)}; accepted: "
+                          f"{', '.join(sorted(known))}", unknown[0])
+    params: dict[str, Any] = {
+        "sensitivity": _number(raw, "sensitivity", DEFAULT_SENSITIVITY, 0.0, 1.0),
+        "randomness": _number(raw, "randomness", DEFAULT_RANDOMNESS, 0.0, 1.0),
+    }
+    style = raw.get("style") or DEFAULT_STYLE
+    if not isinstance(style, str) or not _STYLE_RE.match(style) or (styles is not None and style not in styles):
+        listed = f"; one of: {', '.join(styles)}" if styles else ""
+        raise SubmitError("unknown_style", f"style {style!r} is not a vocal style{listed}", "style")
+    params["style"] = style
+    seed = raw.get("seed")
+    if seed is None or (isinstance(seed, str) and not seed.strip()):
+        params["seed"] = int.from_bytes(os.urandom(4), "big") % (MAX_SEED + 1)
+    else:
+        try:
+            value = float(seed) if not isinstance(seed, bool) else None
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not value.is_integer() or not 0 <= value <= MAX_SEED:
+            raise SubmitError("invalid_param", f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}",
+                              "seed")
+        params["seed"] = int(value)
+    lyrics = raw.get("lyrics") or ""
+    if not isinstance(lyrics, str):
+        raise SubmitError("invalid_param", "lyrics must be text", "lyrics")
+    if len(lyrics) > MAX_LYRICS_CHARS:
+        raise SubmitError("lyrics_too_long", f"lyrics are {len(lyrics)} characters; at most {MAX_LYRICS_CHARS} "
+                          "are accepted", "lyrics")
+    if lyrics.strip():
+        try:
+            parse_lyrics(lyrics)
+        except LyricsError as exc:
+            raise SubmitError(exc.code, str(exc), "lyrics") from None
+        params["lyrics"] = lyrics
+    if raw.get("target_lufs") not in (None, ""):
+        params["target_lufs"] = _number(raw, "target_lufs", -14.0, -30.0, -6.0)
+    return params
+
+
+def safe_filename(name: str) -> str:
+    """The base name of an uploaded file, without folders or odd characters (for display only)."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = re.sub(r"[^\w.\- ()]", "_", base).strip(" .")
+    return base[:200] or "upload"
+
+
+@dataclass(frozen=True)
+class StoredInput:
+    rel_path: str  # relative to SHARED_DATA_DIR
+    name: str  # the user's file name, made safe
+    duration: float
+    sample_rate: int
+
+
+def store_upload(cfg: Config, job_id: str, stream: BinaryIO, filename: str) -> StoredInput:
+    """Copy an upload into ``input/<job_id>/background.<ext>`` after checking that it is usable audio.
+
+    The size limit is enforced while copying, so an oversized upload never fills the disk. On any
+    refusal the job's input folder is removed again.
+    """
+    name = safe_filename(filename)
+    ext = Path(name).suffix.lower()
+    if ext not in AUDIO_EXTENSIONS:
+        raise SubmitError("unsupported_format", f"{name!r} is not a supported audio file; upload "
+                          f"{ACCEPTED_INPUT}", "file", 415)
+    folder = cfg.shared_data_dir / "input" / job_id
+    folder.mkdir(parents=True, exist_ok=False)
+    target = folder / f"background{ext}"
+    try:
+        written = 0
+        with open(target, "wb") as out:
+            while chunk := stream.read(1 << 20):
+                written += len(chunk)
+                if written > cfg.max_upload_bytes:
+                    raise SubmitError("file_too_large", f"the upload is larger than the "
+                                      f"{cfg.max_upload_bytes / 1048576:.0f} MB limit (MAX_UPLOAD_MB); "
+                                      "upload a shorter track or a compressed format (FLAC, MP3)", "file", 413)
+                out.write(chunk)
+        try:
+            audio = load_audio(target, sample_rate=8000, mono=True, min_seconds=MIN_AUDIO_SECONDS,
+                               max_seconds=MAX_AUDIO_SECONDS)
+        except AudioError as exc:
+            raise SubmitError(exc.code, f"{name}: {exc.message}", "file") from None
+        return StoredInput(rel_path=target.relative_to(cfg.shared_data_dir).as_posix(), name=name,
+                           duration=audio.duration, sample_rate=audio.source_sample_rate)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def submit_job(cfg: Config, sessions: sessionmaker[Session], stream: BinaryIO, filename: str,
+               raw_params: Mapping[str, Any], *, owner: str | None = None,
+               styles: list[str] | None = None) -> Job:
+    """Check the parameters, store the audio, queue the job. SubmitError on any refusal."""
+    params = parse_params(raw_params, styles)
+    job_id = str(uuid.uuid4())
+    stored = store_upload(cfg, job_id, stream, filename)
+    params["input_seconds"] = round(stored.duration, 2)
+    try:
+        job = jobs.create_job(sessions, job_id=job_id, input_file=stored.rel_path, input_name=stored.name,
+                              params=params, owner=owner)
+    except BaseException:
+        shutil.rmtree(cfg.shared_data_dir / "input" / job_id, ignore_errors=True)
+        raise
+    log.info("job %s queued: %s (%.1f s), style %s, seed %d", job.id, stored.name, stored.duration,
+             params["style"], params["seed"])
+    return job
+
+
+def job_folders(cfg: Config, job_id: str) -> list[Path]:
+    """Every folder that holds a job's files (its input and both services' results)."""
+    return [cfg.shared_data_dir / sub / job_id for sub in ("input", "melody_results", "vocal_results")]
+
+
+def resolve_artifact(cfg: Config, job: Job, name: str) -> Path | None:
+    """The file behind artifact ``name`` of ``job``, only if it lies inside one of the job's folders."""
+    files = dict(job.artifacts or {})
+    files.setdefault("input", job.input_file)
+    rel = files.get(name)
+    if not isinstance(rel, str):
+        return None
+    path = (cfg.shared_data_dir / rel).resolve()
+    if not any(path.is_relative_to(folder.resolve()) for folder in job_folders(cfg, job.id)):
+        return None
+    return path if path.is_file() else None
