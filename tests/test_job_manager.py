@@ -1,0 +1,297 @@
+"""The job manager on SQLite and PostgreSQL: atomic claims, leases, take-over, cancel, waiting services.
+
+Workers run as real processes (``python -m app.job_manager``) where the test is about processes
+(concurrency, kill -9), and in a thread where it is about one job's course. The services are
+stand-ins with the real task HTTP edge (tests/fake_services.py). PostgreSQL tests run when
+TEST_DATABASE_URL is set (.ci/run starts a server and sets it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fake_services import FakeBehaviour, FakeService
+from sqlalchemy import text
+
+from app import config as app_config
+from app import db, jobs
+from app.job_manager import Worker
+from app.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, utcnow
+from app.services import VocalService, melody_service
+
+REPO = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("TEST_DATABASE_URL")
+
+
+def _backends() -> list:
+    pg = pytest.param("postgresql", marks=pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set "
+                                                                                  "(PostgreSQL integration tests)"))
+    return ["sqlite", pg]
+
+
+@pytest.fixture(params=_backends())
+def database_url(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    engine = db.make_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS job_events, jobs, alembic_version CASCADE"))
+    engine.dispose()
+    return PG_URL
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "shared"
+    for sub in ("input", "melody_results", "vocal_results"):
+        (d / sub).mkdir(parents=True)
+    return d
+
+
+@pytest.fixture
+def cfg(database_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> app_config.Config:
+    monkeypatch.setenv("SHARED_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    return replace(app_config.load(), lease_seconds=3.0, poll_seconds=0.1, max_attempts=3,
+                   service_timeout=2.0, service_wait_seconds=120.0)
+
+
+@pytest.fixture
+def sessions(cfg):
+    engine = db.make_engine(cfg.database_url)
+    db.migrate(engine)
+    yield db.session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def services(data_dir: Path):
+    behaviour = FakeBehaviour()
+    melody = FakeService("melody", data_dir, behaviour)
+    vocal = FakeService("vocal", data_dir, behaviour)
+    yield melody, vocal, behaviour
+    melody.stop()
+    vocal.stop()
+
+
+def make_job(sessions, data_dir: Path, **params) -> str:
+    job_id = str(uuid.uuid4())
+    (data_dir / "input" / job_id).mkdir()
+    (data_dir / "input" / job_id / "background.wav").write_bytes(b"RIFF")
+    jobs.create_job(sessions, job_id=job_id, input_file=f"input/{job_id}/background.wav", input_name="t.wav",
+                    params={"style": "pop_bright", "seed": 1, "sensitivity": 0.5, "randomness": 0.5, **params})
+    return job_id
+
+
+def wait_until(predicate, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def state_of(sessions, job_id: str):
+    return jobs.get_job(sessions, job_id)[0]
+
+
+def worker_process(cfg: app_config.Config, melody_url: str, vocal_url: str, **extra: str) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": cfg.database_url, "SHARED_DATA_DIR": str(cfg.shared_data_dir),
+           "MELODY_SERVICE_URL": melody_url, "VOCAL_SERVICE_URL": vocal_url, "JOB_POLL_SECONDS": "0.1",
+           "JOB_LEASE_SECONDS": "3", "LOG_LEVEL": "INFO", **extra}
+    return subprocess.Popen([sys.executable, "-m", "app.job_manager"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def thread_worker(cfg, sessions, melody_url: str, vocal_url: str) -> tuple[Worker, threading.Thread]:
+    worker = Worker(cfg=cfg, sessions=sessions, melody=melody_service(melody_url, cfg.service_timeout),
+                    vocal=VocalService(vocal_url, cfg.service_timeout))
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    return worker, thread
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def test_three_workers_run_twenty_jobs_each_exactly_once(cfg, sessions, data_dir, services) -> None:
+    melody, vocal, behaviour = services
+    behaviour.seconds = 0.2
+    ids = [make_job(sessions, data_dir) for _ in range(20)]
+    procs = [worker_process(cfg, melody.url, vocal.url) for _ in range(3)]
+    try:
+        wait_until(lambda: all(state_of(sessions, j).state == SUCCEEDED for j in ids), 120, "20 jobs to succeed")
+    finally:
+        stop_processes(procs)
+    for j in ids:
+        assert behaviour.submissions[("generate", j)] == 1, j
+        assert behaviour.submissions[("render", j)] == 1, j
+        job, events = jobs.get_job(sessions, j, with_events=True)
+        assert job.attempts == 1
+        assert {"mix.wav", "melody.mid", "analysis.json", "qc.json"} <= set(job.artifacts)
+        assert job.checks["pitch_accuracy"] == 0.98
+        assert job.warnings["messages"] == ["a test warning"]
+        claims = [e for e in events if e["message"].startswith("claimed")]
+        assert len(claims) == 1
+    workers = {jobs.get_job(sessions, j, with_events=True)[1][1]["worker"] for j in ids}
+    assert len(workers) >= 2, "the jobs should be spread over the workers"
+
+
+def test_style_range_and_lyrics_reach_the_services(cfg, sessions, data_dir, services) -> None:
+    melody, vocal, behaviour = services
+    job_id = make_job(sessions, data_dir, style="low_warm", lyrics="la la land", target_lufs=-16.0)
+    worker, thread = thread_worker(cfg, sessions, melody.url, vocal.url)
+    try:
+        wait_until(lambda: state_of(sessions, job_id).state == SUCCEEDED, 30, "the job to succeed")
+    finally:
+        worker.stop_event.set()
+        thread.join(10)
+    sent = {name: params for name, jid, params in behaviour.params if jid == job_id}
+    assert sent["generate"]["vocal_range"] == [43, 60]
+    assert sent["generate"]["lyrics"] == "la la land" == sent["render"]["lyrics"]
+    assert sent["render"]["style"] == "low_warm" and sent["render"]["target_lufs"] == -16.0
+    assert sent["generate"]["seed"] == sent["render"]["seed"] == 1
+
+
+def test_killed_worker_job_is_finished_by_another_after_the_lease(cfg, sessions, data_dir, services) -> None:
+    melody, vocal, behaviour = services
+    behaviour.seconds = 4.0
+    job_id = make_job(sessions, data_dir)
+    first = worker_process(cfg, melody.url, vocal.url)
+    try:
+        wait_until(lambda: state_of(sessions, job_id).state == RUNNING, 30, "the first worker to claim the job")
+        owner = state_of(sessions, job_id).lease_owner
+        time.sleep(0.5)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+        behaviour.seconds = 0.3
+        second = worker_process(cfg, melody.url, vocal.url)
+        try:
+            wait_until(lambda: state_of(sessions, job_id).state == SUCCEEDED, 60, "the second worker to finish it")
+        finally:
+            stop_processes([second])
+    finally:
+        stop_processes([first])
+    job, events = jobs.get_job(sessions, job_id, with_events=True)
+    assert job.attempts == 2
+    takeover = [e for e in events if e["message"].startswith("taken over")]
+    assert len(takeover) == 1 and owner in takeover[0]["message"] and takeover[0]["worker"] != owner
+
+
+def test_job_fails_with_the_reason_when_its_workers_keep_dying(cfg, sessions, data_dir) -> None:
+    job_id = make_job(sessions, data_dir)
+    with sessions.begin() as s:  # as if two workers had died holding it
+        job = s.get(Job, job_id)
+        job.state, job.attempts, job.lease_owner = RUNNING, cfg.max_attempts, "dead-worker"
+        job.lease_expires_at = utcnow()
+    assert jobs.claim(sessions, "w", cfg.lease_seconds, cfg.max_attempts) is None
+    job = state_of(sessions, job_id)
+    assert job.state == FAILED and job.error_code == "worker_lost"
+    assert "dead-worker" in job.error_message and str(cfg.max_attempts) in job.error_message
+
+
+def test_cancel_of_a_queued_job_is_immediate(cfg, sessions, data_dir) -> None:
+    job_id = make_job(sessions, data_dir)
+    jobs.request_cancel(sessions, job_id)
+    assert state_of(sessions, job_id).state == CANCELLED
+    assert jobs.claim(sessions, "w", cfg.lease_seconds, cfg.max_attempts) is None
+    with pytest.raises(jobs.JobConflict):
+        jobs.request_cancel(sessions, job_id)
+
+
+def test_cancel_of_a_running_job_stops_it_and_its_service_task_within_2s(cfg, sessions, data_dir, services) -> None:
+    melody, vocal, behaviour = services
+    behaviour.seconds = 30.0
+    job_id = make_job(sessions, data_dir)
+    worker, thread = thread_worker(cfg, sessions, melody.url, vocal.url)
+    try:
+        wait_until(lambda: (state_of(sessions, job_id).service_task or {}).get("task_id"), 20, "the melody task")
+        task_id = state_of(sessions, job_id).service_task["task_id"]
+        t0 = time.monotonic()
+        jobs.request_cancel(sessions, job_id)
+        wait_until(lambda: state_of(sessions, job_id).state == CANCELLED, 5, "the job to be cancelled")
+        assert time.monotonic() - t0 < 2.0
+        runner = melody.app.extensions["fake_melody"].runner
+        wait_until(lambda: runner.get(task_id)["state"] == "cancelled", 5, "the service task to be cancelled")
+    finally:
+        worker.stop_event.set()
+        thread.join(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_service_that_is_down_makes_jobs_wait_and_retry(cfg, sessions, data_dir) -> None:
+    melody_port, vocal_port = _free_port(), _free_port()
+    job_id = make_job(sessions, data_dir)
+    worker, thread = thread_worker(cfg, sessions, f"http://127.0.0.1:{melody_port}", f"http://127.0.0.1:{vocal_port}")
+    try:
+        wait_until(lambda: "waiting for" in state_of(sessions, job_id).stage, 20, "the job to wait for a service")
+        time.sleep(2.0)
+        job = state_of(sessions, job_id)
+        assert job.state == RUNNING and job.error_code is None
+        behaviour = FakeBehaviour()
+        melody = FakeService("melody", data_dir, behaviour, port=melody_port)
+        vocal = FakeService("vocal", data_dir, behaviour, port=vocal_port)
+        try:
+            wait_until(lambda: state_of(sessions, job_id).state == SUCCEEDED, 60, "the job to succeed once up")
+        finally:
+            melody.stop()
+            vocal.stop()
+    finally:
+        worker.stop_event.set()
+        thread.join(10)
+    _, events = jobs.get_job(sessions, job_id, with_events=True)
+    assert any(e["message"].startswith("waiting for") for e in events)
+
+
+def test_a_refused_input_fails_the_job_at_once_with_the_services_reason(cfg, sessions, data_dir, services) -> None:
+    melody, vocal, behaviour = services
+    behaviour.refuse = "silent_audio"
+    job_id = make_job(sessions, data_dir)
+    worker, thread = thread_worker(cfg, sessions, melody.url, vocal.url)
+    try:
+        wait_until(lambda: state_of(sessions, job_id).state == FAILED, 20, "the job to fail")
+    finally:
+        worker.stop_event.set()
+        thread.join(10)
+    job = state_of(sessions, job_id)
+    assert job.error_code == "silent_audio" and "refused" in job.error_message and job.attempts == 1
+
+
+def test_a_stopping_worker_hands_its_job_back(cfg, sessions, data_dir, services) -> None:
+    melody, vocal, behaviour = services
+    behaviour.seconds = 30.0
+    job_id = make_job(sessions, data_dir)
+    proc = worker_process(cfg, melody.url, vocal.url)
+    try:
+        wait_until(lambda: (state_of(sessions, job_id).service_task or {}).get("task_id"), 30, "the melody task")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        stop_processes([proc])
+    job = state_of(sessions, job_id)
+    assert job.state == QUEUED and job.lease_owner is None and job.attempts == 0
