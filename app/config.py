@@ -31,6 +31,7 @@ class Config:
     service_timeout: float  # one HTTP request to a service
     service_wait_seconds: float  # how long a job waits for a service that is down before failing
     stage_timeout: float  # longest one service task may run
+    job_workers: int  # jobs one job manager process runs at once
     log_level: str
 
 
@@ -74,5 +75,6 @@ def load() -> Config:
         service_timeout=max(1.0, env_float("SERVICE_TIMEOUT_SECONDS", 10.0)),
         service_wait_seconds=max(0.0, env_float("SERVICE_WAIT_SECONDS", 900.0)),
         stage_timeout=max(10.0, env_float("STAGE_TIMEOUT_SECONDS", 1800.0)),
+        job_workers=max(1, env_int("JOB_WORKERS", 2)),
         log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
     )

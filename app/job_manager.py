@@ -326,7 +326,19 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # More workers in one process (JOB_WORKERS) let one job's melody stage run while another's
+    # vocal stage does; they share the stop event and the database engine.
+    threads = []
+    for i in range(1, cfg.job_workers):
+        peer = Worker(cfg=cfg, sessions=worker.sessions, melody=melody_service(cfg.melody_service_url,
+                      cfg.service_timeout), vocal=VocalService(cfg.vocal_service_url, cfg.service_timeout), worker_id=f"{worker.worker_id}-{i}",
+                      stop_event=worker.stop_event)
+        thread = threading.Thread(target=peer.run_forever, name=f"worker-{i}")
+        thread.start()
+        threads.append(thread)
     worker.run_forever()
+    for thread in threads:
+        thread.join()
     return 0
 
 
