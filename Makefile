@@ -14,8 +14,9 @@ REQUIREMENTS := requirements-dev.txt pyproject.toml \
 STAMP := $(VENV)/.requirements.stamp
 
 # System packages: ffmpeg (MP3/OGG/M4A decoding, MP3 export), FluidSynth with a General-MIDI
-# soundfont (rendering the evaluation set and MIDI previews), libsndfile.
-APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm libsndfile1
+# soundfont (rendering the evaluation set and MIDI previews), libsndfile, and Chromium (the
+# browser test drives Debian's browser; nothing downloads one).
+APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm libsndfile1 chromium
 SOUNDFONT_FILE ?= /usr/share/sounds/sf2/FluidR3_GM.sf2
 
 .DEFAULT_GOAL := help
@@ -45,13 +46,14 @@ system-deps: ## install ffmpeg, fluidsynth, a GM soundfont, libsndfile (and pyth
 	@missing=""; \
 	command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	command -v fluidsynth >/dev/null 2>&1 || missing="$$missing fluidsynth"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	test -f "$(SOUNDFONT_FILE)" || missing="$$missing fluid-soundfont-gm"; \
 	{ /sbin/ldconfig -p 2>/dev/null || ldconfig -p 2>/dev/null; } | grep -q 'libsndfile\.so' || missing="$$missing libsndfile1"; \
 	packages="$(APT_PACKAGES)"; \
 	if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
 		missing="$$missing python3-venv"; packages="$$packages python3-venv"; fi; \
 	if [ -z "$$missing" ]; then \
-		echo "system-deps: ffmpeg, fluidsynth, soundfont, libsndfile and venv support are present"; \
+		echo "system-deps: ffmpeg, fluidsynth, soundfont, libsndfile, chromium and venv support are present"; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "system-deps: installing$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
@@ -73,10 +75,11 @@ eval: system-deps venv ## measure analysis, melody, then vocal quality (pitch, w
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.eval_melody
 	$(VPY) -m tmik_make_vocal_mix.evaluation.eval_vocal
 
-bench: system-deps venv ## measure analysis, melody generation and vocal render speed on a 3-minute track
+bench: system-deps venv ## measure analysis, melody and vocal speed on a 3-minute track, then the whole system under 20 uploads
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.bench_analysis
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.bench_melody
 	$(VPY) -m tmik_make_vocal_mix.evaluation.bench_vocal
+	$(VPY) -m app.bench
 
 train-chords: system-deps venv ## retrain the shipped chord model (analysis/chord_model.npz), about 4 min
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.train_chords
