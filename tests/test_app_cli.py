@@ -1,0 +1,62 @@
+"""``python -m app.cli generate``: the whole pipeline in one process, and its refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from synth_music import song
+
+from app import cli
+
+
+@pytest.fixture(scope="module")
+def track(tmp_path_factory) -> Path:
+    t = song(["C:maj", "A:min", "F:maj", "G:maj"], bpm=110, bars=8)
+    path = tmp_path_factory.mktemp("cli") / "bg.wav"
+    sf.write(path, t.audio, t.sr)
+    return path
+
+
+def test_generate_writes_melody_song_stems_and_exports(track: Path, tmp_path: Path, capsys) -> None:
+    lyrics = tmp_path / "lyrics.txt"
+    lyrics.write_text("[Verse]\nSing a little song for me\nUnder the old apple tree\n")
+    out = tmp_path / "out"
+    code = cli.main(["generate", str(track), "--out", str(out), "--lyrics-file", str(lyrics), "--seed", "4",
+                     "--style", "low_warm", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    for name in ("melody/analysis.json", "melody/melody.mid", "mix.wav", "mix.mp3", "vocal.wav", "song.svp",
+                 "song.ustx", "qc.json"):
+        assert (out / name).stat().st_size > 0, name
+    record = json.loads((out / "melody" / "melody.json").read_text())
+    assert record["vocal_range"] == [43, 60]  # the style's range reached the melody
+    assert all(43 <= n["pitch"] <= 60 for n in record["notes"])
+    assert record["notes"][0]["syllable"] == "Sing"
+    qc = json.loads((out / "qc.json").read_text())
+    assert qc["style"] == "low_warm" and abs(qc["integrated_lufs"] + 14) <= 0.5
+    mix = sf.info(str(out / "mix.wav"))
+    assert mix.samplerate == sf.info(str(track)).samplerate
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sensitivity", "2"], "--sensitivity must be from 0 to 1"),
+    (["--style", "opera"], "opera"),
+])
+def test_bad_options_exit_2_with_the_reason(track: Path, tmp_path: Path, capsys, args, message) -> None:
+    assert cli.main(["generate", str(track), "--out", str(tmp_path / "o"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_text_file_named_wav_is_refused(tmp_path: Path, capsys) -> None:
+    fake = tmp_path / "song.wav"
+    fake.write_text("not audio at all " * 100)
+    assert cli.main(["generate", str(fake), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "[" in err
+
+
+def test_missing_out_is_explained(track: Path, capsys) -> None:
+    assert cli.main(["generate", str(track)]) == 2
+    assert "--out" in capsys.readouterr().err
