@@ -16,7 +16,7 @@ STAMP := $(VENV)/.requirements.stamp
 # System packages: ffmpeg (MP3/OGG/M4A decoding, MP3 export), FluidSynth with a General-MIDI
 # soundfont (rendering the evaluation set and MIDI previews), libsndfile, and Chromium (the
 # browser test drives Debian's browser; nothing downloads one).
-APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm libsndfile1 chromium
+APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm libsndfile1 chromium fonts-liberation
 SOUNDFONT_FILE ?= /usr/share/sounds/sf2/FluidR3_GM.sf2
 
 .DEFAULT_GOAL := help

@@ -44,6 +44,15 @@ def default_database_url(shared_data_dir: Path) -> str:
     return f"sqlite:///{shared_data_dir / 'jobs.db'}"
 
 
+def normalise_database_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` (what hosting providers hand out) use psycopg2, the driver
+    this project installs; SQLAlchemy would otherwise look for another one."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
 def load() -> Config:
     """Read the configuration from the environment; ValueError names a bad variable."""
     shared = Path(os.environ.get("SHARED_DATA_DIR") or REPO_ROOT / "shared_data")
@@ -61,7 +70,7 @@ def load() -> Config:
         raise ValueError(f"JOB_MAX_ATTEMPTS must be >= 1, got {attempts}")
     keys = tuple(k.strip() for k in os.environ.get("API_KEYS", "").split(",") if k.strip())
     return Config(
-        database_url=os.environ.get("DATABASE_URL") or default_database_url(shared),
+        database_url=normalise_database_url(os.environ.get("DATABASE_URL") or default_database_url(shared)),
         shared_data_dir=shared,
         melody_service_url=_url("MELODY_SERVICE_URL", "http://127.0.0.1:8001"),
         vocal_service_url=_url("VOCAL_SERVICE_URL", "http://127.0.0.1:8002"),

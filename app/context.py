@@ -58,4 +58,4 @@ def create_context(cfg: app_config.Config | None = None, *, migrate: bool = True
     if migrate:
         db.migrate(engine)
     return AppContext(cfg=cfg, engine=engine, sessions=db.session_factory(engine),
-                      vocal=VocalService(cfg.vocal_service_url, cfg.service_timeout))
+                      vocal=VocalService(cfg.vocal_service_url, min(cfg.service_timeout, 3.0)))

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from typing import Any, BinaryIO
 from sqlalchemy.orm import Session, sessionmaker
 
 from tmik_common.audio import AudioError, load_audio
+from tmik_common.lyrics import MAX_FILE_BYTES as MAX_LYRICS_FILE_BYTES
 from tmik_common.lyrics import LyricsError, parse_lyrics
+from tmik_common.lyrics import read_lyrics_file as read_lyrics_text
 from tmik_common.tasks import MAX_SEED
 
 from . import jobs
@@ -37,7 +40,10 @@ DEFAULT_STYLE = "pop_bright"
 MAX_LYRICS_CHARS = 20_000
 MIN_AUDIO_SECONDS = 5.0
 MAX_AUDIO_SECONDS = 900.0
-_STYLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+_STYLE_RE = re.compile(r"[a-z][a-z0-9_]{0,40}")
+STYLE_PATTERN = "^" + _STYLE_RE.pattern + "$"  # the same rule as a JSON-schema pattern (API document)
+# The parameters a musician sets (form fields of the API and the Create tab; keys of ``params``).
+PARAM_NAMES = frozenset({"sensitivity", "randomness", "style", "seed", "lyrics", "target_lufs"})
 
 # What a musician is told on the Create tab and in the API document.
 ACCEPTED_INPUT = (f"WAV, FLAC, MP3 or OGG; {MIN_AUDIO_SECONDS:.0f} s to {MAX_AUDIO_SECONDS / 60:.0f} min; "
@@ -64,7 +70,7 @@ def _number(raw: Mapping[str, Any], name: str, default: float, low: float, high:
         return default
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SubmitError("invalid_param", f"{name} must be a number from {low:g} to {high:g}, got {value!r}",
                           name) from None
     if not low <= number <= high:  # also refuses NaN
@@ -80,7 +86,7 @@ def parse_params(raw: Mapping[str, Any], styles: list[str] | None = None) -> dic
     (0..MAX_SEED; empty: a random one, recorded so the take can be repeated), ``lyrics``
     (text with optional [Section] tags; empty: a vocalise), ``target_lufs`` (-30..-6).
     """
-    known = {"sensitivity", "randomness", "style", "seed", "lyrics", "target_lufs"}
+    known = set(PARAM_NAMES)
     unknown = sorted(set(raw) - known - {"file"})
     if unknown:
         raise SubmitError("unknown_param", f"unknown parameter(s) {', '.join(unknown)}; accepted: "
@@ -89,8 +95,10 @@ def parse_params(raw: Mapping[str, Any], styles: list[str] | None = None) -> dic
         "sensitivity": _number(raw, "sensitivity", DEFAULT_SENSITIVITY, 0.0, 1.0),
         "randomness": _number(raw, "randomness", DEFAULT_RANDOMNESS, 0.0, 1.0),
     }
-    style = raw.get("style") or DEFAULT_STYLE
-    if not isinstance(style, str) or not _STYLE_RE.match(style) or (styles is not None and style not in styles):
+    style = raw.get("style")
+    if style is None or style == "":
+        style = DEFAULT_STYLE
+    if not isinstance(style, str) or not _STYLE_RE.fullmatch(style) or (styles is not None and style not in styles):
         listed = f"; one of: {', '.join(styles)}" if styles else ""
         raise SubmitError("unknown_style", f"style {style!r} is not a vocal style{listed}", "style")
     params["style"] = style
@@ -100,13 +108,15 @@ def parse_params(raw: Mapping[str, Any], styles: list[str] | None = None) -> dic
     else:
         try:
             value = float(seed) if not isinstance(seed, bool) else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             value = None
         if value is None or not value.is_integer() or not 0 <= value <= MAX_SEED:
             raise SubmitError("invalid_param", f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}",
                               "seed")
         params["seed"] = int(value)
-    lyrics = raw.get("lyrics") or ""
+    lyrics = raw.get("lyrics")
+    if lyrics is None:
+        lyrics = ""
     if not isinstance(lyrics, str):
         raise SubmitError("invalid_param", "lyrics must be text", "lyrics")
     if len(lyrics) > MAX_LYRICS_CHARS:
@@ -209,3 +219,84 @@ def resolve_artifact(cfg: Config, job: Job, name: str) -> Path | None:
     if not any(path.is_relative_to(folder.resolve()) for folder in job_folders(cfg, job.id)):
         return None
     return path if path.is_file() else None
+
+
+def list_artifacts(cfg: Config, job: Job) -> list[tuple[str, Path]]:
+    """Every file of ``job`` that can be served, as (artifact name, path): its input first, then its
+    artifacts by name; names whose file is missing or lies outside the job's folders are left out."""
+    names = ["input"] + sorted(n for n in (job.artifacts or {}) if n != "input")
+    found = []
+    for name in names:
+        path = resolve_artifact(cfg, job, name)
+        if path is not None:
+            found.append((name, path))
+    return found
+
+
+def read_lyrics_file(stream: BinaryIO, filename: str = "lyrics.txt") -> str:
+    """The text of an uploaded lyrics file, decoded by :func:`tmik_common.lyrics.read_lyrics_file`'s rules
+    (UTF-8 with or without a byte-order mark, UTF-16 with one, else latin-1; 100 kB at most)."""
+    with tempfile.TemporaryDirectory(prefix="lyrics-") as tmp:
+        path = Path(tmp) / safe_filename(filename)  # the name its messages show
+        with open(path, "wb") as out:
+            out.write(stream.read(MAX_LYRICS_FILE_BYTES + 1))
+        try:
+            return read_lyrics_text(path)
+        except LyricsError as exc:
+            raise SubmitError(exc.code, str(exc), "lyrics_file") from None
+
+
+def params_from_json(body: Any) -> dict[str, Any]:
+    """Parameters from a JSON body: an object whose values have the documented JSON types
+    (numbers as numbers, ``seed`` a whole number, ``style`` and ``lyrics`` text; null: the default).
+    Names are checked by :func:`parse_params`."""
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise SubmitError("invalid_body", "the body must be a JSON object of parameters", None, 400)
+    for name, value in body.items():
+        if name not in PARAM_NAMES or value is None:
+            continue
+        if name in ("style", "lyrics"):
+            ok, kind = isinstance(value, str), "text"
+        elif name == "seed":  # JSON Schema counts 7.0 as an integer too
+            ok = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float)
+                                                                              and value.is_integer())
+            kind = "a whole number"
+        else:
+            ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+        if not ok:
+            raise SubmitError("invalid_param", f"{name} must be {kind}, got {value!r}", name)
+    return dict(body)
+
+
+def rerun_job(cfg: Config, sessions: sessionmaker[Session], job: Job, overrides: Mapping[str, Any], *,
+              owner: str | None = None, styles: list[str] | None = None) -> Job:
+    """Queue a new job on ``job``'s input with its parameters, changed by ``overrides``.
+
+    The input file is copied into the new job's own input folder, so deleting either job leaves
+    the other whole. The old seed is kept unless ``overrides`` names one (null or "": a new random
+    seed), so a re-run with another style is the same melody sung differently.
+    """
+    raw: dict[str, Any] = {k: v for k, v in (job.params or {}).items() if k in PARAM_NAMES}
+    raw.update(overrides)
+    params = parse_params(raw, styles)
+    source = (cfg.shared_data_dir / job.input_file).resolve()
+    if not source.is_relative_to((cfg.shared_data_dir / "input" / job.id).resolve()) or not source.is_file():
+        raise SubmitError("input_missing", f"the input of job {job.id} is no longer there; upload the track "
+                          "again", "file", 409)
+    job_id = str(uuid.uuid4())
+    folder = cfg.shared_data_dir / "input" / job_id
+    folder.mkdir(parents=True, exist_ok=False)
+    target = folder / f"background{source.suffix.lower()}"
+    try:
+        shutil.copyfile(source, target)
+        if "input_seconds" in (job.params or {}):
+            params["input_seconds"] = job.params["input_seconds"]
+        new = jobs.create_job(sessions, job_id=job_id, input_file=target.relative_to(cfg.shared_data_dir).as_posix(),
+                              input_name=job.input_name, params=params, owner=owner)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    log.info("job %s queued as a re-run of %s: style %s, seed %d", new.id, job.id, params["style"], params["seed"])
+    return new

@@ -1,0 +1,362 @@
+"""The web UI without a browser: its pictures (app/plots.py), its data functions (app/ui.py) and the
+app's dispatcher between the REST API and the UI (app/app.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from app import config as app_config
+from app import jobs, plots, ui
+from app.context import create_context
+from app.models import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job, utcnow
+
+# What the melody service wrote for a 31 s four-chord track (analysis.json and melody.json, trimmed).
+ANALYSIS = {
+    "duration": 30.8, "tempo": 99.38, "time_signature": "4/4", "key": "C major",
+    "beats": [round(0.488 + 0.6 * i, 3) for i in range(49)],
+    "downbeats": [round(0.488 + 2.4 * i, 3) for i in range(13)],
+    "chords": [[0.0, 0.488, "C:sus4"], [0.488, 2.891, "C:maj"], [2.891, 5.294, "A:min"], [5.294, 7.686, "F:maj"],
+               [7.686, 10.089, "G:maj"], [10.089, 12.5, "C:maj"], [12.5, 14.9, "A:min7"], [14.9, 17.3, "F:maj7"],
+               [17.3, 19.7, "G:7"], [19.7, 29.2, "C:maj"], [29.2, 30.8, "N"]],
+    "sections": [[0.0, 10.089, "A"], [10.089, 19.7, "B"], [19.7, 30.8, "A"]],
+}
+MELODY = {
+    "key": "C major", "time_signature": "4/4", "tempo": 99.38, "model": "getdiff-getdiff_default", "seed": 3,
+    "randomness": 0.5, "vocal_range": [57, 76],
+    "phrases": [[0.4876, 5.2941], [5.2941, 10.0891]],
+    "notes": [{"start": 0.4876, "end": 1.6951, "pitch": 72, "syllable": "Hel"},
+              {"start": 2.2988, "end": 2.8909, "pitch": 67, "syllable": "lo"},
+              {"start": 2.8909, "end": 3.5062, "pitch": 69, "syllable": "my"},
+              {"start": 3.5062, "end": 4.7, "pitch": 71, "syllable": "friend"},
+              {"start": 5.2941, "end": 6.0, "pitch": 65, "syllable": "Good"},
+              {"start": 6.0, "end": 6.6, "pitch": 65, "syllable": "-"},
+              {"start": 6.6, "end": 8.9, "pitch": 64, "syllable": "bye"}],
+}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _png(path: Path) -> Image.Image:
+    assert path.is_file() and path.stat().st_size > 5000
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    return Image.open(path)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def test_analysis_png_with_waveform(tmp_path):
+    sr = 8000
+    t = np.arange(int(30.8 * sr)) / sr
+    samples = (0.5 * np.sin(2 * np.pi * 220 * t) * np.exp(-3 * (t % 0.6))).astype(np.float32)
+    out = plots.analysis_png(ANALYSIS, tmp_path / "a" / "analysis.png", samples, sr, title="song.wav")
+    img = _png(out)
+    assert img.width >= 900 and img.height >= 300
+    # The picture is not blank: many colours (waveform, beat lines, chord boxes).
+    assert len(img.convert("RGB").getcolors(1 << 20) or []) > 20
+    assert not list(tmp_path.glob("a/.*tmp*"))  # written atomically
+
+
+def test_analysis_png_without_audio_and_with_sparse_analysis(tmp_path):
+    out = plots.analysis_png({"duration": 12.0, "beats": [], "downbeats": [], "chords": []}, tmp_path / "x.png")
+    _png(out)
+
+
+def test_piano_roll_png(tmp_path):
+    out = plots.piano_roll_png(MELODY, tmp_path / "melody.png", chords=ANALYSIS["chords"])
+    img = _png(out)
+    assert img.width >= 900
+    empty = plots.piano_roll_png({"notes": []}, tmp_path / "empty.png")
+    assert empty.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_chord_and_note_names():
+    assert plots.chord_display("G:maj") == "G"
+    assert plots.chord_display("E:min") == "Em"
+    assert plots.chord_display("A:min7") == "Am7"
+    assert plots.chord_display("N") == "N.C."
+    assert plots.note_name(60) == "C4" and plots.note_name(69) == "A4" and plots.note_name(57) == "A3"
+
+
+def test_envelope_keeps_peaks():
+    x = np.zeros(10_000, dtype=np.float32)
+    x[1234] = 0.9
+    x[5000] = -0.7
+    low, high = plots.envelope(x, points=100)
+    assert len(low) == len(high) == 100
+    assert high.max() == pytest.approx(0.9) and low.min() == pytest.approx(-0.7)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def test_fmt_duration():
+    assert ui.fmt_duration(None) == ""
+    assert ui.fmt_duration(4.24) == "4.2 s"
+    assert ui.fmt_duration(75) == "1 min 15 s"
+    assert ui.fmt_duration(3725) == "1 h 02 min"
+
+
+def test_fmt_params():
+    text = ui.fmt_params({"style": "ballad", "seed": 7, "sensitivity": 0.5, "randomness": 0.25,
+                          "target_lufs": -16.0, "lyrics": "[Verse]\nOne line\nTwo line\n"})
+    assert text == "ballad · seed 7 · sens 0.50 · rand 0.25 · -16 LUFS · lyrics: 2 lines"
+    assert ui.fmt_params({"style": "choir", "seed": 1}).endswith("vocalise")
+
+
+CHECKS = {"pitch_accuracy": 0.9712, "voiced_fraction": 0.91, "integrated_lufs": -14.04, "target_lufs": -14.0,
+          "true_peak_dbtp": -1.21, "clipped_samples": 0,
+          "passed": {"pitch_accuracy": True, "loudness": True, "true_peak": True, "no_clipping": True},
+          "all_passed": True}
+
+
+def test_checks_formatting():
+    assert ui.fmt_checks_short(CHECKS) == "pitch 97% ✓ · -14.0 LUFS ✓ · peak -1.2 dBTP ✓"
+    assert ui.fmt_checks_short({}) == ""
+    md = ui.checks_markdown(CHECKS)
+    assert "| Pitch accuracy | 97.1 % |" in md and "-14.04 LUFS" in md and "All checks passed" in md
+    failing = dict(CHECKS, passed=dict(CHECKS["passed"], loudness=False), all_passed=False, integrated_lufs=-12.0)
+    md = ui.checks_markdown(failing)
+    assert "✗ fail" in md and "did not pass" in md
+    assert "words 88%" in ui.fmt_checks_short({"intelligibility": 0.88})
+    assert "No automatic checks" in ui.checks_markdown(None)
+
+
+def test_paging():
+    assert ui.page_count(0) == 1 and ui.page_count(20) == 1 and ui.page_count(21) == 2
+    assert ui.clamp_page(0, 230) == 1 and ui.clamp_page(99, 230) == 12 and ui.clamp_page("3", 230) == 3
+    assert ui.page_label(12, 230) == "Page 12 of 12 · jobs 221–230 of 230 (newest first)"
+    assert "No jobs yet" in ui.page_label(1, 0)
+
+
+def test_style_choices_and_info():
+    styles = [{"name": "pop_bright", "description": "Bright pop lead.", "vocal_range": [55, 72]},
+              {"name": "low_warm", "description": "Low and warm.", "vocal_range": [43, 60]}]
+    assert ui.style_choices(styles) == [("pop_bright — Bright pop lead.", "pop_bright"),
+                                        ("low_warm — Low and warm.", "low_warm")]
+    assert "G2–C4" in ui.style_info(styles, "low_warm")
+    down = ui.style_choices(None)
+    assert down[0][1] == "pop_bright" and "not reachable" in down[0][0]
+    assert "not reachable" in ui.style_info(None, "pop_bright")
+
+
+def test_form_params_feed_parse_params():
+    from app.submit import parse_params
+
+    raw = ui.form_params(0.3, 0.8, "ballad", " 42 ", "[Chorus]\nLa la la", -16)
+    params = parse_params(raw)
+    assert params["seed"] == 42 and params["style"] == "ballad" and params["target_lufs"] == -16
+    assert params["sensitivity"] == 0.3 and params["lyrics"].startswith("[Chorus]")
+    assert isinstance(parse_params(ui.form_params(0.5, 0.5, None, "", "", None))["seed"], int)  # blank: random
+
+
+def test_ordered_artifacts():
+    names = ["qc.json", "song.svp", "melody.mid", "mix.wav", "mix.mp3", "extra.bin", "input"]
+    assert ui.ordered_artifacts(names) == ["mix.mp3", "mix.wav", "melody.mid", "song.svp", "qc.json", "extra.bin"]
+
+
+# --------------------------------------------------------------------------- over a real database
+
+
+@pytest.fixture()
+def ctx(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHARED_DATA_DIR", str(tmp_path / "shared"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("API_KEYS", raising=False)
+    monkeypatch.setenv("VOCAL_SERVICE_URL", "http://127.0.0.1:9")  # nothing listens: styles unavailable
+    monkeypatch.setenv("SERVICE_TIMEOUT_SECONDS", "1")
+    return create_context(app_config.load())
+
+
+def _make_job(ctx, i: int, *, state: str = "queued", minutes_ago: int = 0, **values) -> Job:
+    job_id = f"{i:08d}-0000-4000-8000-000000000000"
+    folder = ctx.cfg.shared_data_dir / "input" / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(folder / "background.wav", np.zeros(8000 * 6, dtype=np.float32) + 0.01, 8000)
+    jobs.create_job(ctx.sessions, job_id=job_id, input_file=f"input/{job_id}/background.wav",
+                    input_name=f"track{i}.wav", params={"style": "pop_bright", "seed": i, "sensitivity": 0.5,
+                                                        "randomness": 0.5, "input_seconds": 6.0})
+    with ctx.sessions.begin() as s:
+        job = s.get(Job, job_id)
+        job.created_at = utcnow() - timedelta(minutes=minutes_ago)
+        job.state = state
+        for k, v in values.items():
+            setattr(job, k, v)
+    return jobs.get_job(ctx.sessions, job_id)[0]
+
+
+def test_job_rows_and_paging_with_many_jobs(ctx):
+    n = 230
+    for i in range(n):
+        _make_job(ctx, i, minutes_ago=n - i)
+    t0 = time.perf_counter()
+    page_jobs, total = jobs.list_jobs(ctx.sessions, page=ui.clamp_page(12, n), per_page=ui.PER_PAGE)
+    rows = ui.job_rows(page_jobs)
+    elapsed = time.perf_counter() - t0
+    assert total == n and len(rows) == 10
+    assert rows[0][1] == "track9.wav" and rows[-1][1] == "track0.wav"  # newest first: the last page is the oldest
+    assert all(len(r) == len(ui.TABLE_HEADERS) for r in rows)
+    assert elapsed < 1.0, f"one dashboard page took {elapsed:.2f} s"
+    first, _ = jobs.list_jobs(ctx.sessions, page=1, per_page=ui.PER_PAGE)
+    assert ui.job_rows(first)[0][1] == f"track{n - 1}.wav"
+
+
+def test_job_rows_states(ctx):
+    now = utcnow()
+    failed = _make_job(ctx, 1, state=FAILED, stage="failed", started_at=now - timedelta(seconds=30),
+                       finished_at=now - timedelta(seconds=26), error_code="not_audio",
+                       error_message="x.wav is not audio")
+    running = _make_job(ctx, 2, state=RUNNING, stage="melody: beats", progress=0.3,
+                        started_at=now - timedelta(seconds=65), cancel_requested=True)
+    done = _make_job(ctx, 3, state=SUCCEEDED, stage="succeeded", progress=0.99, checks=CHECKS,
+                     started_at=now - timedelta(seconds=40), finished_at=now - timedelta(seconds=20))
+    rows = {r[1]: r for r in ui.job_rows([failed, running, done], now=now)}
+    assert rows["track1.wav"][2] == "failed" and rows["track1.wav"][5] == "4.0 s"
+    assert rows["track1.wav"][8] == "x.wav is not audio [not_audio]"
+    assert rows["track2.wav"][3] == "melody: beats (cancelling)" and rows["track2.wav"][4] == "30 %"
+    assert rows["track2.wav"][5] == "1 min 05 s"
+    assert rows["track3.wav"][4] == "100 %" and rows["track3.wav"][7].startswith("pitch 97%")
+    assert rows["track3.wav"][9] == done.id[:8]
+
+
+def test_status_html(ctx):
+    job = _make_job(ctx, 1, state=RUNNING, stage="vocal: sing", progress=0.62,
+                    stages={"melody": {"state": "done", "progress": 1.0, "detail": "melody written"},
+                            "vocal": {"state": "running", "progress": 0.25, "detail": "sing"}})
+    job.input_name = "<b>evil</b>.wav"
+    html = ui.status_html(job)
+    assert 'data-state="running"' in html and "width:62.0%" in html and 'aria-valuenow="62"' in html
+    assert "vocal: running 25 % — sing" in html and "melody: done — melody written" in html
+    assert "<b>evil</b>" not in html and "&lt;b&gt;evil" in html
+    failed = _make_job(ctx, 2, state=CANCELLED, error_code="cancelled", error_message="cancelled by the user")
+    assert "tmik-error" in ui.status_html(failed) and "cancelled by the user" in ui.status_html(failed)
+    assert ui.status_html(None) == ""
+
+
+def _finished_job(ctx, i: int = 5) -> Job:
+    job_id = f"{i:08d}-0000-4000-8000-000000000000"
+    shared = ctx.cfg.shared_data_dir
+    mel, voc = shared / "melody_results" / job_id, shared / "vocal_results" / job_id
+    mel.mkdir(parents=True)
+    voc.mkdir(parents=True)
+    (mel / "analysis.json").write_text(json.dumps(ANALYSIS))
+    (mel / "melody.json").write_text(json.dumps(MELODY))
+    (mel / "melody.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0")
+    sf.write(voc / "mix.wav", np.zeros(8000, dtype=np.float32), 8000)
+    sf.write(voc / "vocal.wav", np.zeros(8000, dtype=np.float32), 8000)
+    (voc / "mix.mp3").write_bytes(b"ID3" + b"\x00" * 100)
+    artifacts = {"analysis.json": f"melody_results/{job_id}/analysis.json",
+                 "melody.json": f"melody_results/{job_id}/melody.json",
+                 "melody.mid": f"melody_results/{job_id}/melody.mid", "mix.wav": f"vocal_results/{job_id}/mix.wav",
+                 "mix.mp3": f"vocal_results/{job_id}/mix.mp3", "vocal.wav": f"vocal_results/{job_id}/vocal.wav",
+                 "song.svp": f"vocal_results/{job_id}/song.svp",  # recorded, but the file is missing
+                 "evil.txt": "jobs.db"}  # outside the job's folders: never offered
+    return _make_job(ctx, i, state=SUCCEEDED, stage="succeeded", progress=1.0, artifacts=artifacts, checks=CHECKS)
+
+
+def test_artifacts_and_media(ctx, tmp_path, monkeypatch):
+    job = _finished_job(ctx)
+    paths = ui.artifact_paths(ctx.cfg, job)
+    assert [Path(p).name for p in paths] == ["mix.mp3", "mix.wav", "vocal.wav", "melody.mid", "melody.json",
+                                             "analysis.json"]
+    media = ui.job_media(ctx.cfg, job)
+    # Kept in the job's own folder, so deleting the job removes them.
+    assert Path(media.analysis_png).parent == ctx.cfg.shared_data_dir / "melody_results" / job.id
+    assert Path(media.mix).name == "mix.mp3" and Path(media.vocal).name == "vocal.wav"
+    _png(Path(media.analysis_png))
+    _png(Path(media.roll_png))
+    assert "Pitch accuracy" in media.checks_md and "`mix.mp3`: the finished song (MP3)" in media.files_md
+    # The pictures are drawn once and then reused.
+    stamp = Path(media.analysis_png).stat().st_mtime_ns
+    assert ui.job_media(ctx.cfg, job).analysis_png == media.analysis_png
+    assert Path(media.analysis_png).stat().st_mtime_ns == stamp
+    queued = _make_job(ctx, 6)
+    assert ui.job_media(ctx.cfg, queued).empty
+
+
+def test_rerun_defaults_and_detail(ctx):
+    job = _make_job(ctx, 1, params={"style": "ballad", "seed": 9, "sensitivity": 0.2, "randomness": 0.7,
+                                    "lyrics": "[Verse]\nHi there", "target_lufs": -12.0, "input_seconds": 6.0})
+    assert ui.rerun_defaults(job) == {"sensitivity": 0.2, "randomness": 0.7, "style": "ballad", "seed": "9",
+                                      "lyrics": "[Verse]\nHi there", "target_lufs": -12.0}
+    md = ui.detail_markdown(job)
+    assert "track1.wav (6.0 s)" in md and "seed 9" in md and "> Hi there" in md
+
+
+def test_events_rows(ctx):
+    job = _make_job(ctx, 1)
+    jobs.request_cancel(ctx.sessions, job.id)
+    _, events = jobs.get_job(ctx.sessions, job.id, with_events=True)
+    rows = ui.event_rows(events)
+    assert [r[1] for r in rows] == ["queued", "cancelled"] and rows[1][3] == "cancelled while queued"
+
+
+def test_key_auth_binds_user_names(ctx, monkeypatch):
+    monkeypatch.setenv("API_KEYS", "key-one,key-two")
+    keyed = create_context(app_config.load(), migrate=False)
+    auth = ui.KeyAuth(keyed)
+    assert not auth("ann", "wrong")
+    assert auth("ann", "key-one")
+    assert auth("ann", "key-one")  # again, e.g. from another browser
+    assert not auth("ann", "key-two")  # the name is taken by another key
+    assert auth("bob", "key-two")
+    assert auth.owner("ann") == keyed.owner_for_key("key-one") != auth.owner("bob")
+    with pytest.raises(Exception, match="log in"):
+        auth.owner("nobody")
+
+
+def test_build_ui_while_the_vocal_service_is_down(ctx):
+    import gradio as gr
+
+    blocks = ui.build_ui(ctx)
+    assert isinstance(blocks, gr.Blocks)
+    ids = {getattr(b, "elem_id", None) for b in blocks.blocks.values()}
+    assert {"create-audio", "create-generate", "create-status", "dash-table", "dash-cancel", "create-files",
+            "dash-files", "create-analysis", "create-roll"} <= ids
+
+
+def test_asgi_dispatch_api_and_ui(ctx):
+    """``/api...`` reaches the Flask app unchanged; everything else is the Gradio UI."""
+    from fastapi.testclient import TestClient
+    from flask import Flask, request
+
+    from app.app import create_asgi
+
+    flask_app = Flask("stand-in")
+
+    @flask_app.route("/api/<path:rest>", methods=["GET", "POST"])
+    def echo(rest):
+        return {"path": request.path, "method": request.method, "query": request.query_string.decode()}
+
+    with TestClient(create_asgi(ctx, api_app=flask_app)) as client:
+        r = client.get("/api/jobs?page=2")
+        assert r.status_code == 200 and r.json() == {"path": "/api/jobs", "method": "GET", "query": "page=2"}
+        assert client.post("/api/jobs/x/cancel").json()["method"] == "POST"
+        page = client.get("/")
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        other = client.get("/apiary")  # only /api and /api/... are the API's
+        assert not other.headers.get("content-type", "").startswith("application/json") or \
+            other.json().get("path") != "/apiary"
+        config = client.get("/config")
+        assert config.status_code == 200 and "Generate Music" in config.text
+
+
+@pytest.mark.parametrize("env", [{"MAX_UPLOAD_MB": "-1"}, {"DATABASE_URL": "not a url"},
+                                 {"DATABASE_URL": "sqlite:////proc/no/such/place/jobs.db"}])
+def test_app_main_exits_2_on_bad_configuration(env, tmp_path, monkeypatch, capsys):
+    from app import app as app_module
+
+    monkeypatch.setenv("SHARED_DATA_DIR", str(tmp_path / "shared"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    started = []
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: started.append(a))
+    assert app_module.main() == 2
+    assert not started
