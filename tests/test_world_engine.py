@@ -6,7 +6,7 @@ import librosa
 import numpy as np
 import pytest
 
-from tmik_make_vocal_mix.engines.world import pitch_curve, resing
+from tmik_make_vocal_mix.engines.world import double, pitch_curve, resing
 from tmik_make_vocal_mix.score import SungNote
 from tmik_make_vocal_mix.styles import STYLES, StyleError, get_style, list_styles
 
@@ -60,6 +60,18 @@ def test_formant_shift_darkens_and_doubles_thicken() -> None:
     double = resing(x, SR, NOTES, doubles=3)
     assert not np.allclose(double, plain)
     assert accuracy(double, NOTES) >= 0.8  # detuned copies stay within a few cents
+
+
+def test_doubling_a_take_without_resinging_keeps_pitch_length_and_rests() -> None:
+    x = resing(take(), SR, NOTES)
+    y = double(x, SR, NOTES, doubles=3, seed=1)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert not np.allclose(y, x)
+    assert accuracy(y, NOTES) >= 0.8
+    gap = y[int(2.95 * SR):int(3.05 * SR)]
+    assert np.sqrt(np.mean(gap ** 2)) < 0.01
+    assert np.array_equal(double(x, SR, NOTES, doubles=0), x)
+    assert np.array_equal(double(y, SR, NOTES, doubles=3, seed=1), double(y, SR, NOTES, doubles=3, seed=1))
 
 
 def test_pitch_curve_glides_and_vibrates() -> None:

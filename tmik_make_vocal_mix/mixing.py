@@ -20,7 +20,7 @@ import logging
 import os
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,8 +195,8 @@ def _block_power(kw: np.ndarray, sr: int, block_s: float = 0.4, step_s: float = 
         return np.zeros(0)
     if block == 4 * step:  # sum 100 ms segments, then 4 consecutive segments per block
         segs = n // step
-        seg = np.sum(np.square(kw[:, : segs * step], dtype=np.float64).reshape(kw.shape[0], segs, step), axis=-1)
-        seg = seg.sum(axis=0)
+        v = kw[:, : segs * step].reshape(kw.shape[0], segs, step)
+        seg = np.einsum("csk,csk->s", v, v, dtype=np.float64)  # no float64 copy of the signal
         power = (seg[:-3] + seg[1:-2] + seg[2:-1] + seg[3:]) / block
         return power[: (n - block) // step + 1]
     sq = np.square(kw, dtype=np.float64)
@@ -252,10 +252,37 @@ _TP_PHASES = np.array([
     [-0.0083007812500, 0.0148925781250, -0.0266113281250, 0.0476074218750, -0.1022949218750, 0.9721679687500,
      0.1373291015625, -0.0594482421875, 0.0332031250000, -0.0196533203125, 0.0109863281250, 0.0017089843750],
 ])
-_TP_H = _TP_PHASES.T.reshape(-1).astype(np.float32)  # interleaved: h[4k + p] = phase_p[k]
 _TP_GAIN_BOUND = float(np.abs(_TP_PHASES).sum(axis=1).max())  # |interpolated| <= bound * max |x| nearby
-_TP_DELAY = 6  # samples: y[4 (n + 6) + p] interpolates time n + p / 4
+_TP_TAPS = _TP_PHASES.shape[1]
+_TP_DELAY = 6  # the point p / 4 after sample n is sum_k phase_p[k] x[n + 6 - k]
 _TP_BLOCK = 2048
+_tp_kernel = None
+
+
+def _tp_kernel_compiled():
+    """The oversampling kernel, compiled once per process with numba (a librosa dependency; about 0.5 s)."""
+    global _tp_kernel
+    if _tp_kernel is None:
+        import numba
+
+        @numba.njit(nogil=True, cache=False)
+        def kernel(xp, h, blocks, block, env):  # pragma: no cover - compiled
+            channels = xp.shape[0]
+            n = env.shape[0]
+            taps = h.shape[1]
+            for b in blocks:
+                for i in range(b * block, min(n, (b + 1) * block)):
+                    top = env[i]
+                    for c in range(channels):
+                        for p in range(h.shape[0]):
+                            acc = np.float32(0.0)
+                            for k in range(taps):
+                                acc += h[p, k] * xp[c, i + taps - 1 - k]
+                            top = max(top, abs(acc))
+                    env[i] = top
+
+        _tp_kernel = kernel
+    return _tp_kernel
 
 
 def _tp_envelope(audio: np.ndarray, floor: float) -> np.ndarray:
@@ -263,6 +290,7 @@ def _tp_envelope(audio: np.ndarray, floor: float) -> np.ndarray:
 
     Only blocks that could reach ``floor`` (sample peak times the filter's gain bound) are
     oversampled; elsewhere the envelope is the plain sample peak, which is then below ``floor``.
+    The interpolation is a compiled loop (numba): one pass, no oversampled copy in memory.
     """
     x = _as_2d(audio)
     n = x.shape[-1]
@@ -279,20 +307,10 @@ def _tp_envelope(audio: np.ndarray, floor: float) -> np.ndarray:
     cand = np.flatnonzero(near * _TP_GAIN_BOUND > floor)
     if cand.size == 0:
         return env
-    halo = _TP_DELAY * 2
-    xp = np.zeros((x.shape[0], nb * _TP_BLOCK + 2 * halo), np.float32)
-    xp[:, halo: halo + n] = x
-    idx = cand[:, None] * _TP_BLOCK + np.arange(_TP_BLOCK + 2 * halo)[None, :]
-    for start in range(0, cand.size, 256):  # bounded memory
-        sel = slice(start, start + 256)
-        seg = xp[:, idx[sel]]  # (C, k, B + 2 halo)
-        y = signal.upfirdn(_TP_H, seg, up=TP_OVERSAMPLE, axis=-1)
-        lo = TP_OVERSAMPLE * (halo + _TP_DELAY)
-        y = y[..., lo: lo + TP_OVERSAMPLE * _TP_BLOCK].reshape(x.shape[0], -1, _TP_BLOCK, TP_OVERSAMPLE)
-        over = np.abs(y).max(axis=(0, 3))  # (k, B)
-        for j, b in enumerate(cand[sel]):
-            s0, s1 = b * _TP_BLOCK, min(n, (b + 1) * _TP_BLOCK)
-            env[s0:s1] = np.maximum(env[s0:s1], over[j, : s1 - s0])
+    before = _TP_TAPS - 1 - _TP_DELAY
+    xp = np.zeros((x.shape[0], n + _TP_TAPS - 1), np.float32)
+    xp[:, before: before + n] = x
+    _tp_kernel_compiled()(xp, _TP_PHASES.astype(np.float32), cand, _TP_BLOCK, env)
     return env
 
 
@@ -781,23 +799,33 @@ def _write_wav_atomic(path: Path, audio: np.ndarray, sr: int, subtype: str = "PC
         raise
 
 
-def _write_mp3_atomic(path: Path, wav: Path, bitrate: str = "320k") -> None:
+def _write_mp3_atomic(path: Path, audio: np.ndarray, sr: int, bitrate: str = "320k") -> None:
+    """Encode ``audio`` (channels, n) to MP3 with ffmpeg/libmp3lame, fed from memory (32-bit float PCM)."""
+    data = np.ascontiguousarray(_as_2d(audio).T, dtype="<f4")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".mp3")
     os.close(fd)
-    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(wav),
-           "-codec:a", "libmp3lame", "-b:a", bitrate, "-f", "mp3", tmp]
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "f32le", "-ar", str(sr),
+           "-ac", str(data.shape[1]), "-i", "pipe:0", "-codec:a", "libmp3lame", "-b:a", bitrate, "-f", "mp3", tmp]
     try:
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _, err = proc.communicate(data.tobytes(), timeout=300)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         if proc.returncode != 0:
-            raise RuntimeError(f"ffmpeg mp3 encode failed: {proc.stderr.strip()[-500:]}")
+            raise RuntimeError(f"ffmpeg mp3 encode failed: {err.decode(errors='replace').strip()[-500:]}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_outputs(result: MixResult, sr: int, out_dir: Path) -> dict[str, Path]:
+def write_outputs(result: MixResult, sr: int, out_dir: Path, *, pending: list[Future] | None = None) -> dict[str, Path]:
     """Write the mix and its stems; each file appears atomically (temp file, then rename).
+
+    ffmpeg encodes the MP3 from memory on another core while the WAV files are written.
 
     Parameters
     ----------
@@ -806,6 +834,10 @@ def write_outputs(result: MixResult, sr: int, out_dir: Path) -> dict[str, Path]:
         Sample rate of ``result`` (normally ``result.sr``).
     out_dir : Path
         Created if missing.
+    pending : list, optional
+        When given, the MP3 encode is left running and its ``Future`` appended here (its
+        ``result()`` waits for mix.mp3 and re-raises an encoder failure), so that the caller can
+        do other work meanwhile; by default this function waits for it.
 
     Returns
     -------
@@ -823,13 +855,20 @@ def write_outputs(result: MixResult, sr: int, out_dir: Path) -> dict[str, Path]:
         "vocal_fx": out_dir / "vocal_fx.wav",
         "instrumental": out_dir / "instrumental.wav",
     }
-    _write_wav_atomic(paths["mix"], result.mix, sr)
-    # ffmpeg encodes the MP3 on the other core while the stems are written.
-    with ThreadPoolExecutor(1) as pool:
-        mp3 = pool.submit(_write_mp3_atomic, paths["mix_mp3"], paths["mix"])
+    pool = ThreadPoolExecutor(1, thread_name_prefix="mp3")
+    mp3 = pool.submit(_write_mp3_atomic, paths["mix_mp3"], result.mix, sr)
+    pool.shutdown(wait=False)  # the worker thread ends with the encode
+    try:
+        _write_wav_atomic(paths["mix"], result.mix, sr)
         _write_wav_atomic(paths["vocal"], result.vocal_dry, sr)
         _write_wav_atomic(paths["vocal_fx"], result.vocal_fx, sr)
         _write_wav_atomic(paths["instrumental"], result.instrumental, sr)
+    except BaseException:
+        wait([mp3])
+        raise
+    if pending is None:
         mp3.result()  # re-raises an encoder failure
-    logger.info("wrote %s", ", ".join(p.name for p in paths.values()))
+        logger.info("wrote %s", ", ".join(p.name for p in paths.values()))
+    else:
+        pending.append(mp3)
     return paths

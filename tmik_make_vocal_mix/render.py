@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,7 @@ def fit_range(score: VocalScore, style: VocalStyle) -> tuple[VocalScore, list[st
 def sing(score: VocalScore, style: VocalStyle, seed: int, progress: Callable[[float], None]) -> tuple[np.ndarray, int]:
     """The dry vocal: the neural voice, re-sung by WORLD where the style asks for it."""
     from .engines.neural import NeuralVoice
-    from .engines.world import resing
+    from .engines.world import double, resing
 
     # The neural voice sings the written notes when most lie where it is in tune (F3-A4, a
     # little beyond is fine); otherwise it sings whole octaves away and WORLD moves the take
@@ -136,6 +137,8 @@ def sing(score: VocalScore, style: VocalStyle, seed: int, progress: Callable[[fl
     voice = NeuralVoice(seed=seed)
     take, sr = voice.sing(sung, vibrato_cents=style.vibrato_cents if engine == "neural" else 0.0,
                           vocalise_vowel=style.vowel, progress=lambda f: progress(0.6 * f if engine == "world" else f))
+    if engine == "neural" and style.doubles:
+        take = double(take, sr, score.notes, doubles=style.doubles, seed=seed)
     if engine == "world":
         take = resing(take, sr, score.notes, shift_back=0.0, formant_shift=style.formant_shift,
                       breathiness=style.breathiness, vibrato_cents=style.vibrato_cents, doubles=style.doubles,
@@ -194,9 +197,31 @@ def run_render(background: str | Path, melody: str | Path, out_dir: str | Path, 
                         true_peak_db=true_peak_db, vocal_offset_db=chosen.vocal_offset_db)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = mixing.write_outputs(result, bg.sample_rate, out_dir)
+    mp3_encode: list = []  # mix.mp3 is encoded on the other core during export and qc
+    outputs = mixing.write_outputs(result, bg.sample_rate, out_dir, pending=mp3_encode)
     times["mix"] = time.perf_counter() - t
+    try:
+        record = _export_and_check(score, chosen, seed, lyrics, vocal, vocal_sr, result, outputs, out_dir,
+                                   target_lufs, true_peak_db, warnings, times, report)
+    finally:
+        t = time.perf_counter()
+        futures.wait(mp3_encode)
+        times["mix"] += time.perf_counter() - t  # whatever of the encode was left: still part of the mix
+    for job in mp3_encode:
+        job.result()  # an encoder failure fails the render
+    record["seconds"] = {k: round(v, 3) for k, v in times.items()}
+    qc_path = out_dir / "qc.json"
+    tmp = qc_path.with_name(f".qc.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    tmp.replace(qc_path)
+    outputs["qc"] = qc_path
+    report("done", 1.0)
+    return RenderResult({k: Path(v) for k, v in outputs.items()}, record, warnings, times)
 
+
+def _export_and_check(score, chosen, seed, lyrics, vocal, vocal_sr, result, outputs, out_dir, target_lufs,
+                      true_peak_db, warnings, times, report) -> dict:
+    """The export and qc stages of :func:`run_render`; returns the qc record (``outputs`` gains the exports)."""
     t = time.perf_counter()
     report("export", dict(STAGES)["export"])
     lines = [line.text for line in lyrics.lines] if lyrics is not None else None
@@ -212,15 +237,7 @@ def run_render(background: str | Path, melody: str | Path, out_dir: str | Path, 
     if result.stats.get("warning"):
         warnings.append(result.stats["warning"])
     times["qc"] = time.perf_counter() - t
-    record = {**report_qc, "style": chosen.name, "seed": seed, "warnings": warnings,
-              "seconds": {k: round(v, 3) for k, v in times.items()}, "mix": result.stats}
-    qc_path = out_dir / "qc.json"
-    tmp = qc_path.with_name(f".qc.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=float) + "\n")
-    tmp.replace(qc_path)
-    outputs["qc"] = qc_path
-    report("done", 1.0)
-    return RenderResult({k: Path(v) for k, v in outputs.items()}, record, warnings, times)
+    return {**report_qc, "style": chosen.name, "seed": seed, "warnings": warnings, "seconds": {}, "mix": result.stats}
 
 
 # -- CLI ----------------------------------------------------------------------------------

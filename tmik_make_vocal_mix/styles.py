@@ -42,8 +42,10 @@ STYLES: dict[str, VocalStyle] = {s.name: s for s in (
                55, 69, "world", 1.03, 18.0, 0.35, 0, "soft_breathy", 1.0, "u"),
     VocalStyle("low_warm", "Low, warm voice an octave down (baritone colour): darker formants, little air.",
                43, 60, "world", 0.84, 22.0, 0.08, 0, "low_warm", 1.5, "o"),
+    # The neural voice sings choir's range as it is; the doubles are its own take, detuned and offset
+    # phrase by phrase (WORLD re-singing would only blur the words, and costs 15 s a song).
     VocalStyle("choir", "Doubled choir lead: four detuned, slightly offset voices in a wide hall.",
-               55, 72, "world", 1.0, 20.0, 0.12, 3, "choir", 0.5, "a"),
+               55, 72, "neural", 1.0, 20.0, 0.12, 3, "choir", 0.5, "a"),
     VocalStyle("ballad", "Ballad voice: wide vibrato on long notes, warm EQ, long delay and reverb.",
                53, 70, "neural", 1.0, 38.0, 0.1, 0, "ballad", 1.5, "o"),
 )}
