@@ -293,7 +293,8 @@ class Worker:
         except (OSError, ValueError) as exc:
             log.warning("cannot read %s: %s", rel, exc)
             return {}, []
-        keys = ("pitch_accuracy", "voiced_fraction", "word_error_rate", "intelligibility", "integrated_lufs",
+        keys = ("pitch_accuracy", "voiced_fraction", "word_error_rate", "intelligibility_seconds",
+                "intelligibility_note", "integrated_lufs",
                 "target_lufs", "true_peak_dbtp", "clipped_samples", "passed", "all_passed")
         return {k: record[k] for k in keys if k in record}, [str(w) for w in record.get("warnings", [])]
 

@@ -168,7 +168,7 @@ def fmt_checks_short(checks: Mapping[str, Any] | None) -> str:
     if c.get("intelligibility") is not None:
         parts.append(f"words {float(c['intelligibility']) * 100:.0f}%{_mark(passed, 'intelligibility')}")
     elif c.get("word_error_rate") is not None:
-        parts.append(f"WER {float(c['word_error_rate']) * 100:.0f}%{_mark(passed, 'word_error_rate')}")
+        parts.append(f"WER {float(c['word_error_rate']) * 100:.0f}%{_mark(passed, 'intelligibility')}")
     if c.get("integrated_lufs") is not None:
         parts.append(f"{float(c['integrated_lufs']):.1f} LUFS{_mark(passed, 'loudness')}")
     if c.get("true_peak_dbtp") is not None:
@@ -199,8 +199,11 @@ def checks_markdown(checks: Mapping[str, Any] | None) -> str:
         rows.append(("Intelligibility", f"{float(c['intelligibility']) * 100:.1f} %", "words recognised",
                      verdict("intelligibility")))
     if c.get("word_error_rate") is not None:
-        rows.append(("Word error rate", f"{float(c['word_error_rate']) * 100:.1f} %", "lower is better",
-                     verdict("word_error_rate")))
+        span = f" (first {float(c['intelligibility_seconds']):g} s sung)" if c.get("intelligibility_seconds") else ""
+        rows.append(("Word error rate", f"{float(c['word_error_rate']) * 100:.1f} %", f"≤ 25 %{span}",
+                     verdict("intelligibility")))
+    elif c.get("intelligibility_note"):
+        rows.append(("Words", "—", str(c["intelligibility_note"]), ""))
     if "integrated_lufs" in c:
         v, target = c["integrated_lufs"], c.get("target_lufs")
         rows.append(("Loudness", "—" if v is None else f"{float(v):.2f} LUFS",

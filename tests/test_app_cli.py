@@ -36,6 +36,9 @@ def test_generate_writes_melody_song_stems_and_exports(track: Path, tmp_path: Pa
     assert record["notes"][0]["syllable"] == "Sing"
     qc = json.loads((out / "qc.json").read_text())
     assert qc["style"] == "low_warm" and abs(qc["integrated_lufs"] + 14) <= 0.5
+    # The take's word check listened to its first sung words and compared them with the lyrics.
+    assert qc["intelligibility_reference"].startswith("Sing a little song")
+    assert 0.0 <= qc["word_error_rate"] <= 1.0 and "intelligibility" in qc["passed"]
     mix = sf.info(str(out / "mix.wav"))
     assert mix.samplerate == sf.info(str(track)).samplerate
 

@@ -23,6 +23,7 @@ class Config:
     task_workers: int
     target_lufs: float  # the master's integrated loudness when a task does not ask for another
     true_peak_db: float  # the master's true-peak ceiling (dBTP)
+    intelligibility_seconds: float  # singing each take's word check listens to (0: off)
     log_level: str
 
 
@@ -41,5 +42,6 @@ def load() -> Config:
         task_workers=max(1, env_int("VOCAL_TASK_WORKERS", 1)),
         target_lufs=target,
         true_peak_db=peak,
+        intelligibility_seconds=max(0.0, env_float("QC_INTELLIGIBILITY_SECONDS", 20.0)),
         log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
     )

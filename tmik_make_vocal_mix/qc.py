@@ -1,4 +1,4 @@
-"""Quality checks of one take (qc.json): pitch accuracy, voicing, loudness, peaks.
+"""Quality checks of one take (qc.json): pitch accuracy, voicing, intelligibility, loudness, peaks.
 
 Plain functions on arrays, so the render, ``make eval`` and tests measure the same way.
 Pitch is tracked with librosa's pyin (WORLD's DIO is faster but reads some clean sung notes
@@ -8,13 +8,22 @@ edges, and is voiced.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
+from tmik_common.lyrics import MELISMA, Lyrics
+
+log = logging.getLogger(__name__)
+
 EDGE_S = 0.05
 CENTS_OK = 50.0
 PYIN_SR = 12000
+WER_OK = 0.25
+# Whisper hears 30 s at a time; 20 s of singing stays inside one window and transcribes in about
+# a second on 2 cores (longer stretches can set off its repetition loops and take ten times longer).
+INTELLIGIBILITY_SECONDS = 20.0
 
 
 def pitch_accuracy(vocal: np.ndarray, sr: int, notes) -> dict[str, float | None]:
@@ -51,9 +60,43 @@ def pitch_accuracy(vocal: np.ndarray, sr: int, notes) -> dict[str, float | None]
             "frames": int(voiced.sum())}
 
 
+def intelligibility(vocal: np.ndarray, sr: int, notes, lyrics: Lyrics | None,
+                    seconds: float = INTELLIGIBILITY_SECONDS) -> dict[str, Any]:
+    """Word error rate of the offline recogniser on the first ``seconds`` of singing, against the words
+    sung there. ``{"word_error_rate": None, "intelligibility_note": why}`` when it cannot be measured
+    (no lyrics, nothing sung, turned off, recogniser not installed)."""
+
+    def skipped(note: str) -> dict[str, Any]:
+        return {"word_error_rate": None, "intelligibility_note": note}
+
+    if seconds <= 0:
+        return skipped("not measured (QC_INTELLIGIBILITY_SECONDS=0)")
+    if lyrics is None:
+        return skipped("not measured: no lyrics text to compare with")
+    sung = [n for n in notes if n.syllable and n.syllable != MELISMA]
+    if not sung:
+        return skipped("not measured: no words are sung")
+    from .intelligibility import RecogniserMissing, load_recogniser, sung_words, transcribe, word_error_rate
+
+    start = sung[0].start
+    window = [n for n in sung if n.end <= start + seconds] or sung[:1]
+    end = window[-1].end
+    clip = np.asarray(vocal)[max(0, int((start - 0.2) * sr)):int((end + 0.3) * sr)]
+    try:
+        heard = transcribe(clip, sr, load_recogniser())
+    except RecogniserMissing as exc:
+        log.warning("intelligibility not measured: %s", exc)
+        return skipped(f"not measured: {exc}")
+    reference = sung_words(lyrics, len(window))
+    return {"word_error_rate": round(word_error_rate(reference, heard), 3),
+            "intelligibility_seconds": round(end - start, 1), "intelligibility_reference": reference,
+            "intelligibility_transcript": heard}
+
+
 def take_report(vocal: np.ndarray, vocal_sr: int, notes, mix_stats: dict[str, Any], *, target_lufs: float,
-                true_peak_db: float) -> dict[str, Any]:
-    """qc.json: pitch, voicing, loudness and peak of a take, each with whether it meets its bar."""
+                true_peak_db: float, words: dict[str, Any] | None = None) -> dict[str, Any]:
+    """qc.json: pitch, voicing, intelligibility (``words``, from :func:`intelligibility`), loudness and
+    peak of a take, each with whether it meets its bar (intelligibility only where it was measured)."""
     pitch = pitch_accuracy(vocal, vocal_sr, notes)
     lufs = mix_stats.get("integrated_lufs")
     peak = mix_stats.get("true_peak_dbtp")
@@ -64,6 +107,9 @@ def take_report(vocal: np.ndarray, vocal_sr: int, notes, mix_stats: dict[str, An
         "true_peak": peak is not None and peak <= true_peak_db + 1e-6,
         "no_clipping": not clipped,
     }
-    return {**pitch, "integrated_lufs": lufs, "target_lufs": target_lufs, "true_peak_dbtp": peak,
+    words = words or {"word_error_rate": None}
+    if words.get("word_error_rate") is not None:
+        checks["intelligibility"] = words["word_error_rate"] <= WER_OK
+    return {**pitch, **words, "integrated_lufs": lufs, "target_lufs": target_lufs, "true_peak_dbtp": peak,
             "true_peak_limit_dbtp": true_peak_db, "clipped_samples": clipped, "passed": checks,
             "all_passed": all(checks.values())}

@@ -149,6 +149,7 @@ def sing(score: VocalScore, style: VocalStyle, seed: int, progress: Callable[[fl
 
 def run_render(background: str | Path, melody: str | Path, out_dir: str | Path, *, lyrics: Lyrics | None = None,
                style: str | None = None, seed: int = 0, target_lufs: float = -14.0, true_peak_db: float = -1.0,
+               intelligibility_seconds: float = qc.INTELLIGIBILITY_SECONDS,
                progress: ProgressCallback | None = None) -> RenderResult:
     """The whole render; see the module docstring. Raises AudioError, ScoreError, RenderError, StyleError."""
     report = progress or (lambda stage, fraction: None)
@@ -202,7 +203,7 @@ def run_render(background: str | Path, melody: str | Path, out_dir: str | Path, 
     times["mix"] = time.perf_counter() - t
     try:
         record = _export_and_check(score, chosen, seed, lyrics, vocal, vocal_sr, result, outputs, out_dir,
-                                   target_lufs, true_peak_db, warnings, times, report)
+                                   target_lufs, true_peak_db, warnings, times, report, intelligibility_seconds)
     finally:
         t = time.perf_counter()
         futures.wait(mp3_encode)
@@ -220,7 +221,7 @@ def run_render(background: str | Path, melody: str | Path, out_dir: str | Path, 
 
 
 def _export_and_check(score, chosen, seed, lyrics, vocal, vocal_sr, result, outputs, out_dir, target_lufs,
-                      true_peak_db, warnings, times, report) -> dict:
+                      true_peak_db, warnings, times, report, intelligibility_seconds) -> dict:
     """The export and qc stages of :func:`run_render`; returns the qc record (``outputs`` gains the exports)."""
     t = time.perf_counter()
     report("export", dict(STAGES)["export"])
@@ -233,7 +234,9 @@ def _export_and_check(score, chosen, seed, lyrics, vocal, vocal_sr, result, outp
     t = time.perf_counter()
     report("qc", dict(STAGES)["qc"])
     stats = result.stats  # the master's own measurement of the final mix
-    report_qc = qc.take_report(vocal, vocal_sr, score.notes, stats, target_lufs=target_lufs, true_peak_db=true_peak_db)
+    words = qc.intelligibility(vocal, vocal_sr, score.notes, lyrics, intelligibility_seconds)
+    report_qc = qc.take_report(vocal, vocal_sr, score.notes, stats, target_lufs=target_lufs, true_peak_db=true_peak_db,
+                               words=words)
     if result.stats.get("warning"):
         warnings.append(result.stats["warning"])
     times["qc"] = time.perf_counter() - t
@@ -256,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--style", default=None, help="vocal style (see --list-styles; default pop_bright)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same take (default: %(default)s)")
     parser.add_argument("--target-lufs", type=float, default=-14.0, help="master loudness (default: %(default)s)")
+    parser.add_argument("--intelligibility-seconds", type=float, default=qc.INTELLIGIBILITY_SECONDS,
+                        help="seconds of singing the word check (qc.json) listens to; 0 turns it off "
+                             "(default: %(default)s)")
     parser.add_argument("--list-styles", action="store_true", help="print the vocal styles and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return parser
@@ -276,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lyrics = parse_lyrics(read_lyrics_file(args.lyrics_file)) if args.lyrics_file else None
         result = run_render(args.background, args.melody, args.out, lyrics=lyrics, style=args.style, seed=args.seed,
-                            target_lufs=args.target_lufs,
+                            target_lufs=args.target_lufs, intelligibility_seconds=args.intelligibility_seconds,
                             progress=lambda s, f: log.info("%3.0f%% %s", 100 * f, s))
     except (AudioError, ScoreError, RenderError, StyleError, LyricsError) as exc:
         print(f"error: {exc.message} [{exc.code}]", file=sys.stderr)

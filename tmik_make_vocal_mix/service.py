@@ -76,7 +76,8 @@ def _relative(path: Path, data_dir: Path) -> str:
     return Path(path).resolve().relative_to(data_dir).as_posix()
 
 
-def render_task_type(*, target_lufs: float = -14.0, true_peak_db: float = -1.0) -> TaskType:
+def render_task_type(*, target_lufs: float = -14.0, true_peak_db: float = -1.0,
+                     intelligibility_seconds: float = 20.0) -> TaskType:
     """The ``render`` task type, with the service's default loudness and peak ceiling."""
 
     def prepare(request: TaskRequest, data_dir: Path) -> Work:
@@ -105,7 +106,8 @@ def render_task_type(*, target_lufs: float = -14.0, true_peak_db: float = -1.0) 
         def work(progress: ProgressCallback) -> dict[str, str]:
             # Looked up at call time, so tests can substitute the render.
             result = render.run_render(background, melody, out_dir, lyrics=lyrics, style=style_name, seed=seed,
-                                       target_lufs=lufs, true_peak_db=true_peak_db, progress=progress)
+                                       target_lufs=lufs, true_peak_db=true_peak_db,
+                                       intelligibility_seconds=intelligibility_seconds, progress=progress)
             return {name: _relative(path, base) for name, path in result.outputs.items()}
 
         return work
@@ -143,7 +145,8 @@ def create_app(
     """
     cfg = config or service_config.load()
     if task_types is None:
-        task = render_task_type(target_lufs=cfg.target_lufs, true_peak_db=cfg.true_peak_db)
+        task = render_task_type(target_lufs=cfg.target_lufs, true_peak_db=cfg.true_peak_db,
+                                intelligibility_seconds=cfg.intelligibility_seconds)
         task_types = {task.name: task}
     return create_task_app(
         name="vocal-mix-service", task_types=task_types, data_dir=cfg.shared_data_dir, workers=cfg.task_workers,

