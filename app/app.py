@@ -16,8 +16,8 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+
+from tmik_common.env import start_process
 
 from . import config as app_config
 from . import db
@@ -26,13 +26,6 @@ from .context import AppContext, create_context
 log = logging.getLogger("app")
 
 API_PREFIX = "/api"
-
-
-def _safe_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "(unparsable)"
 
 
 def _is_api(path: str) -> bool:
@@ -79,20 +72,16 @@ def create_asgi(ctx: AppContext, api_app: Any = None):
 
 def main(argv: list[str] | None = None) -> int:
     del argv
-    try:
-        cfg = app_config.load()
-    except ValueError as exc:
-        print(f"app: configuration error: {exc}", file=sys.stderr)
+    cfg = start_process("app", app_config.load)
+    if cfg is None:
         return 2
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         ctx = create_context(cfg)
     except db.DatabaseError as exc:
         log.error("%s", exc)
         return 2
-    except (OSError, ImportError, ArgumentError) as exc:  # a bad DATABASE_URL or driver, an unusable data folder
-        log.error("cannot use DATABASE_URL=%s or SHARED_DATA_DIR=%s: %s", _safe_url(cfg.database_url),
-                  cfg.shared_data_dir, exc)
+    except OSError as exc:  # an unusable data folder
+        log.error("cannot use SHARED_DATA_DIR=%s: %s", cfg.shared_data_dir, exc)
         return 2
     import uvicorn
 

@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,21 @@ def is_sqlite(engine: Engine) -> bool:
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout, foreign keys and its folder created."""
+    try:
+        return _make_engine(url)
+    except (ArgumentError, ImportError) as exc:  # a malformed URL, or a driver that is not installed
+        raise DatabaseError(f"cannot use DATABASE_URL={_safe(url)}: {exc}. Use sqlite:///PATH or "
+                            "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB") from exc
+
+
+def _safe(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable)"
+
+
+def _make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

@@ -37,6 +37,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from tmik_common.env import start_process
+
 from . import config as app_config
 from . import db, jobs
 from .models import CANCELLED, FAILED, SUCCEEDED, Job
@@ -309,15 +311,12 @@ def build_worker(cfg: app_config.Config | None = None) -> Worker:
 
 
 def main() -> int:
-    try:
-        cfg = app_config.load()
-    except ValueError as exc:
-        print(f"job-manager: configuration error: {exc}", file=sys.stderr)
+    cfg = start_process("job-manager", app_config.load)
+    if cfg is None:
         return 2
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         worker = build_worker(cfg)
-    except db.DatabaseError as exc:
+    except db.DatabaseError as exc:  # unreachable, malformed URL, missing driver: the message says which
         log.error("%s", exc)
         return 2
 

@@ -48,6 +48,7 @@ from typing import Any
 
 from flask import Flask
 
+from tmik_common.env import start_process
 from tmik_common.http import MAX_REQUEST_BYTES, TaskService, create_task_app, serve
 from tmik_common.tasks import TaskType
 
@@ -111,12 +112,9 @@ def create_app(
 
 def main() -> int:
     """Serve the app with waitress until Ctrl-C or SIGTERM; return the exit status."""
-    try:
-        cfg = service_config.load()
-    except ValueError as exc:
-        print(f"melody-service: configuration error: {exc}", file=sys.stderr)
+    cfg = start_process("melody-service", service_config.load)
+    if cfg is None:
         return 2
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(cfg)
     log.info("melody service %s on http://%s:%d, data in %s, %d worker(s)",
              __version__, cfg.host, cfg.port, cfg.shared_data_dir, cfg.task_workers)
