@@ -258,7 +258,7 @@ def create_api(ctx: AppContext) -> Flask:
                 raw["lyrics"] = lyrics_text
         upload = request.files.get("file")
         if upload is None or not upload.filename:
-            raise ApiError(400, "missing_file", f"no audio file in the 'file' field; upload {submit.ACCEPTED_INPUT}",
+            raise ApiError(400, "missing_file", f"no audio file in the 'file' field; upload {submit.accepted_input(cfg)}",
                            "file")
         raw.pop("file", None)
         styles = ctx.vocal.style_names()

@@ -24,6 +24,8 @@ class Config:
     host: str
     port: int
     max_upload_bytes: int
+    min_audio_seconds: float  # shortest and longest accepted upload (the melody service's own limits)
+    max_audio_seconds: float
     api_keys: tuple[str, ...]  # empty: no keys needed
     lease_seconds: float  # a worker's hold on a job; renewed every third of it
     poll_seconds: float  # how often an idle job manager looks for work
@@ -77,6 +79,8 @@ def load() -> Config:
         host=os.environ.get("APP_HOST", "127.0.0.1"),
         port=env_int("APP_PORT", 8080),
         max_upload_bytes=int(max_mb * 1024 * 1024),
+        min_audio_seconds=env_float("MIN_AUDIO_SECONDS", 5.0),
+        max_audio_seconds=env_float("MAX_AUDIO_SECONDS", 900.0),
         api_keys=keys,
         lease_seconds=lease,
         poll_seconds=max(0.05, env_float("JOB_POLL_SECONDS", 1.0)),

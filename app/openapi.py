@@ -201,7 +201,7 @@ def build_document(cfg: Config, version: str) -> dict[str, Any]:
     location = {"Location": {"description": "the new job's URL", "schema": {"type": "string"}}}
     mb = cfg.max_upload_bytes / 1048576
     upload_props = {"file": {"type": "string", "format": "binary",
-                             "description": f"the background track: {submit.ACCEPTED_INPUT}; at most {mb:g} MB"},
+                             "description": f"the background track: {submit.accepted_input(cfg)}; at most {mb:g} MB"},
                     **_param_properties(json_types=False),
                     "lyrics_file": {"type": "string", "format": "binary",
                                     "description": "lyrics as a UTF-8 text file (instead of 'lyrics')"}}

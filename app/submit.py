@@ -38,16 +38,19 @@ DEFAULT_SENSITIVITY = 0.5
 DEFAULT_RANDOMNESS = 0.5
 DEFAULT_STYLE = "pop_bright"
 MAX_LYRICS_CHARS = 20_000
-MIN_AUDIO_SECONDS = 5.0
-MAX_AUDIO_SECONDS = 900.0
 _STYLE_RE = re.compile(r"[a-z][a-z0-9_]{0,40}")
 STYLE_PATTERN = "^" + _STYLE_RE.pattern + "$"  # the same rule as a JSON-schema pattern (API document)
 # The parameters a musician sets (form fields of the API and the Create tab; keys of ``params``).
 PARAM_NAMES = frozenset({"sensitivity", "randomness", "style", "seed", "lyrics", "target_lufs"})
 
-# What a musician is told on the Create tab and in the API document.
-ACCEPTED_INPUT = (f"WAV, FLAC, MP3 or OGG; {MIN_AUDIO_SECONDS:.0f} s to {MAX_AUDIO_SECONDS / 60:.0f} min; "
-                  "any sample rate from 8 to 192 kHz, mono or stereo")
+
+
+def accepted_input(cfg: Config) -> str:
+    """What a musician is told on the Create tab and in the API document about what to upload."""
+    longest = cfg.max_audio_seconds
+    span = f"{longest / 60:g} min" if longest >= 60 else f"{longest:g} s"
+    return (f"WAV, FLAC, MP3 or OGG; {cfg.min_audio_seconds:g} s to {span}; any sample rate from 8 to 192 kHz, "
+            "mono or stereo")
 
 
 class SubmitError(ValueError):
@@ -158,7 +161,7 @@ def store_upload(cfg: Config, job_id: str, stream: BinaryIO, filename: str) -> S
     ext = Path(name).suffix.lower()
     if ext not in AUDIO_EXTENSIONS:
         raise SubmitError("unsupported_format", f"{name!r} is not a supported audio file; upload "
-                          f"{ACCEPTED_INPUT}", "file", 415)
+                          f"{accepted_input(cfg)}", "file", 415)
     folder = cfg.shared_data_dir / "input" / job_id
     folder.mkdir(parents=True, exist_ok=False)
     target = folder / f"background{ext}"
@@ -173,8 +176,8 @@ def store_upload(cfg: Config, job_id: str, stream: BinaryIO, filename: str) -> S
                                       "upload a shorter track or a compressed format (FLAC, MP3)", "file", 413)
                 out.write(chunk)
         try:
-            audio = load_audio(target, sample_rate=8000, mono=True, min_seconds=MIN_AUDIO_SECONDS,
-                               max_seconds=MAX_AUDIO_SECONDS)
+            audio = load_audio(target, sample_rate=8000, mono=True, min_seconds=cfg.min_audio_seconds,
+                               max_seconds=cfg.max_audio_seconds)
         except AudioError as exc:
             raise SubmitError(exc.code, f"{name}: {exc.message}", "file") from None
         return StoredInput(rel_path=target.relative_to(cfg.shared_data_dir).as_posix(), name=name,

@@ -599,7 +599,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None) -> gr.Blocks:
                         audio_in = gr.Audio(label="Background track", sources=["upload"], type="filepath",
                                             buttons=["download"],
                                             elem_id="create-audio")
-                        gr.Markdown(f"Accepted: {submit.ACCEPTED_INPUT}; at most {limit_mb:.0f} MB.",
+                        gr.Markdown(f"Accepted: {submit.accepted_input(ctx.cfg)}; at most {limit_mb:.0f} MB.",
                                     elem_id="create-accepted")
                         lyrics_in = gr.Textbox(label="Lyrics", lines=8, max_lines=30, placeholder=LYRICS_PLACEHOLDER,
                                                info="One sung line per line; [Verse], [Chorus] … tags mark sections. "
@@ -700,7 +700,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None) -> gr.Blocks:
             owner = owner_of(request)
             refused = [gr.skip()] * 3 + _Results.unchanged()
             if not audio_path:
-                msg = f"Upload a background track first ({submit.ACCEPTED_INPUT})."
+                msg = f"Upload a background track first ({submit.accepted_input(ctx.cfg)})."
                 gr.Warning(msg)
                 return [error_html(msg), *refused]
             raw = form_params(sensitivity, randomness, style, seed, lyrics, lufs)
