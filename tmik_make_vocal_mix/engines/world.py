@@ -11,6 +11,12 @@ for a doubled or choir lead. The target pitch curve is the one the neural voice 
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
 import numpy as np
 import soxr
 
@@ -18,6 +24,21 @@ from .pitch import phrase_curve
 
 FRAME_MS = 5.0
 DOUBLE_LEVEL = 0.35  # each doubling voice against the lead (-9 dB): thickens, the lead keeps pitch and words
+# DIO finds the neural take's F0 as well on the take decimated 2x (StoneMask then refines it at the
+# full rate; 99.3 % of frames get the same voicing), in half the time. Its F0 range stays WORLD's
+# 71-800 Hz although the take is sung in about F3-A4: a higher floor made DIO call a quarter of the
+# voiced frames of soft_breathy's take unvoiced (whispered words, word error rate 0.16 -> 0.25).
+DIO_SPEED = 2
+# CheapTrick's FFT is sized for its lowest F0 (3 periods in the window); 150 Hz gives 512 points at
+# 24 kHz instead of 1024, which halves the envelope analysis and the synthesis (one FFT per pulse).
+# The take's few lower notes are windowed as 150 Hz ones: a slightly smoother envelope there.
+ENVELOPE_F0_FLOOR = 150.0
+# D4C (aperiodicity) is most of WORLD's cost, and the aperiodicity of a sung vowel changes slowly:
+# it is measured every 8th frame (40 ms) and at every voicing edge, and interpolated between.
+# (Unvoiced frames are synthesised from the envelope alone, so their aperiodicity never matters.)
+APERIODICITY_STEP = 8
+# Segments are re-sung in this many worker processes (pyworld holds the GIL, so threads would not help).
+WORKERS = 2
 
 
 def pitch_curve(notes, times: np.ndarray, *, vibrato_cents: float = 30.0, seed: int = 0,
@@ -74,13 +95,34 @@ def _segments(notes, duration: float, gap: float = 0.3, pad: float = 0.15) -> li
     return [(max(0.0, s - pad), min(duration, e + pad)) for s, e in spans]
 
 
+def _aperiodicity(pw, x: np.ndarray, f0: np.ndarray, t: np.ndarray, sr: int, fft_size: int) -> np.ndarray:
+    """D4C aperiodicity on every frame of ``t``, measured on every :data:`APERIODICITY_STEP`-th frame.
+
+    The first and last frame of each voiced run are measured too, so a voiced frame is never
+    interpolated towards an unvoiced one (whose aperiodicity is 1: a noisy onset).
+    """
+    n = len(t)
+    voiced = f0 > 0
+    edges = np.flatnonzero(np.diff(voiced.astype(np.int8)))
+    idx = np.unique(np.concatenate([np.arange(0, n, APERIODICITY_STEP), edges, edges + 1, [n - 1]]))
+    idx = idx[(idx >= 0) & (idx < n)]
+    coarse = pw.d4c(x, np.ascontiguousarray(f0[idx]), np.ascontiguousarray(t[idx]), sr, fft_size=fft_size)
+    pos = np.interp(np.arange(n), idx, np.arange(len(idx)))
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, len(idx) - 1)
+    w = (pos - lo)[:, None]
+    return coarse[lo] * (1.0 - w) + coarse[hi] * w
+
+
 def _resing_segment(x: np.ndarray, sr: int, notes, offset: float, shift_back: float, formant_shift: float,
                     breathiness: float, vibrato_cents: float, voices, seed: int) -> np.ndarray:
     pw = load_pyworld()
-    f0, t = pw.dio(x, sr, frame_period=FRAME_MS)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    f0, t = pw.dio(x, sr, frame_period=FRAME_MS, speed=DIO_SPEED)
     f0 = pw.stonemask(x, f0, t, sr)
-    sp = pw.cheaptrick(x, f0, t, sr)
-    ap = pw.d4c(x, f0, t, sr)
+    fft_size = pw.get_cheaptrick_fft_size(sr, ENVELOPE_F0_FLOOR)
+    sp = pw.cheaptrick(x, f0, t, sr, fft_size=fft_size)
+    ap = _aperiodicity(pw, x, f0, t, sr, fft_size)
     target = pitch_curve(notes, t + offset, vibrato_cents=vibrato_cents, seed=seed, shift=shift_back)
     voiced = (f0 > 0) & (target > 0)
     sp = np.ascontiguousarray(_warp_envelope(sp, formant_shift))
@@ -150,12 +192,68 @@ def resing(take: np.ndarray, sr: int, notes, *, shift_back: float = 0.0, formant
     voices = _voices(doubles, seed)
     # Only the sung stretches are analysed: rests are silence in the take anyway, and WORLD's
     # analysis is the engine's main cost.
+    jobs = []
     for a, b in _segments(notes, len(x) / sr):
         i0, i1 = int(a * sr), min(len(x), int(b * sr))
-        if i1 - i0 < int(0.05 * sr):
-            continue
-        seg = _resing_segment(x[i0:i1], sr, notes, i0 / sr, shift_back, formant_shift, breathiness,
-                              vibrato_cents, voices, seed)
+        if i1 - i0 >= int(0.05 * sr):
+            jobs.append((i0, (x[i0:i1], sr, notes, i0 / sr, shift_back, formant_shift, breathiness,
+                              vibrato_cents, voices, seed)))
+    for (i0, _), seg in zip(jobs, _map_segments([args for _, args in jobs]), strict=True):
         out[i0:i0 + len(seg)] += seg[: len(out) - i0]
     out /= (1.0 + DOUBLE_LEVEL ** 2 * doubles) ** 0.5
     return out.astype(np.float32)
+
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _get_pool() -> ProcessPoolExecutor | None:
+    """The engine's worker processes, started once and kept (a render pays no start-up); None: run inline.
+
+    Workers are forked from a forkserver that has imported this module (numpy, pyworld, soxr), not
+    from the caller: forking a service that runs model threads (torch, onnxruntime) is unsafe. Like
+    any multiprocessing child they import the caller's ``__main__`` module by name, so a script that
+    re-sings must keep its work under ``if __name__ == "__main__"``.
+    """
+    global _pool
+    with _pool_lock:
+        if _pool is None and min(WORKERS, _cores()) >= 2 and "forkserver" in multiprocessing.get_all_start_methods():
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload([__name__])
+            try:
+                _pool = ProcessPoolExecutor(min(WORKERS, _cores()), mp_context=ctx)
+            except (OSError, ValueError, AssertionError):  # e.g. inside a daemonic process: no children
+                return None
+        return _pool
+
+
+def start_workers() -> None:
+    """Start the worker processes now (a warm-up), so the first WORLD render does not wait for them."""
+    pool = _get_pool()
+    if pool is not None:
+        list(pool.map(abs, range(WORKERS)))  # a trivial task per worker: each starts and imports this module
+
+
+def _resing_job(args: tuple) -> np.ndarray:
+    return _resing_segment(*args)
+
+
+def _map_segments(jobs: list[tuple]) -> list[np.ndarray]:
+    """:func:`_resing_segment` of each job, the longest first across the worker processes."""
+    global _pool
+    pool = _get_pool() if len(jobs) > 1 else None
+    if pool is not None:
+        # Longest first, so the two workers finish together.
+        order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][0]))
+        try:
+            done = dict(zip(order, pool.map(_resing_job, [jobs[i] for i in order]), strict=True))
+            return [done[i] for i in range(len(jobs))]
+        except BrokenProcessPool:  # a worker died (killed, out of memory): drop the pool, sing here
+            with _pool_lock:
+                _pool = None
+    return [_resing_segment(*args) for args in jobs]

@@ -6,8 +6,9 @@ Run ``python -m tmik_make_vocal_mix.evaluation.bench_vocal [--runs N] [--track W
 melody for it once with the melody service (the default style's range, the benchmark lyrics of
 :mod:`~tmik_bgm_conditional_melody_generation.evaluation.bench_melody`), renders it once to warm
 up (model loading, numba, FFT plans) and then times :func:`..render.run_render` ``--runs`` times
-per style, stage by stage (``RenderResult.seconds``: load, sing, mix, export, qc). The default
-style and the slowest one (``choir``: four re-sung voices) are measured by default.
+per style, stage by stage (``RenderResult.seconds``: load, sing, mix, export, qc). By default one
+style per engine path is measured: the neural voice alone (``pop_bright``, the default), doubled
+(``choir``) and re-sung by WORLD (``soft_breathy``; ``low_warm``, sung an octave up and moved back).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..styles import DEFAULT_STYLE, STYLES
 
 TARGET_SECONDS = 10.0
 STAGE_NAMES = ("load", "sing", "mix", "export", "qc")
+BENCH_STYLES = (DEFAULT_STYLE, "choir", "soft_breathy", "low_warm")  # every engine path render.sing takes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--track", type=Path, default=None)
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--styles", default=f"{DEFAULT_STYLE},choir")
+    parser.add_argument("--styles", default=",".join(BENCH_STYLES))
     args = parser.parse_args(argv)
     pinned = limit_cores(args.cores)
     import torch
@@ -44,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tmik_bgm_conditional_melody_generation.generate import run_generation
     from tmik_common.lyrics import parse_lyrics
 
+    from ..engines.world import start_workers
     from ..render import run_render
 
     styles = [s for s in args.styles.split(",") if s]
@@ -63,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         melody = work / "melody" / "melody.mid"
         t = time.perf_counter()
         run_render(track, melody, work / "warm", lyrics=lyrics, style=styles[0], seed=0)
+        start_workers()  # the WORLD engine's worker processes, which a running service keeps
         warm_s = time.perf_counter() - t
         for style in styles:
             results[style] = []
