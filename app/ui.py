@@ -165,9 +165,7 @@ def fmt_checks_short(checks: Mapping[str, Any] | None) -> str:
     parts = []
     if c.get("pitch_accuracy") is not None:
         parts.append(f"pitch {float(c['pitch_accuracy']) * 100:.0f}%{_mark(passed, 'pitch_accuracy')}")
-    if c.get("intelligibility") is not None:
-        parts.append(f"words {float(c['intelligibility']) * 100:.0f}%{_mark(passed, 'intelligibility')}")
-    elif c.get("word_error_rate") is not None:
+    if c.get("word_error_rate") is not None:
         parts.append(f"WER {float(c['word_error_rate']) * 100:.0f}%{_mark(passed, 'intelligibility')}")
     if c.get("integrated_lufs") is not None:
         parts.append(f"{float(c['integrated_lufs']):.1f} LUFS{_mark(passed, 'loudness')}")
@@ -195,9 +193,6 @@ def checks_markdown(checks: Mapping[str, Any] | None) -> str:
                      "≥ 95 % of voiced frames within 50 cents", verdict("pitch_accuracy")))
     if c.get("voiced_fraction") is not None:
         rows.append(("Voiced share of the notes", f"{float(c['voiced_fraction']) * 100:.1f} %", "", ""))
-    if c.get("intelligibility") is not None:
-        rows.append(("Intelligibility", f"{float(c['intelligibility']) * 100:.1f} %", "words recognised",
-                     verdict("intelligibility")))
     if c.get("word_error_rate") is not None:
         span = f" (first {float(c['intelligibility_seconds']):g} s sung)" if c.get("intelligibility_seconds") else ""
         rows.append(("Word error rate", f"{float(c['word_error_rate']) * 100:.1f} %", f"≤ 25 %{span}",

@@ -125,7 +125,9 @@ def test_checks_formatting():
     failing = dict(CHECKS, passed=dict(CHECKS["passed"], loudness=False), all_passed=False, integrated_lufs=-12.0)
     md = ui.checks_markdown(failing)
     assert "✗ fail" in md and "did not pass" in md
-    assert "words 88%" in ui.fmt_checks_short({"intelligibility": 0.88})
+    words = {"word_error_rate": 0.12, "intelligibility_seconds": 20.0, "passed": {"intelligibility": True}}
+    assert "WER 12% ✓" in ui.fmt_checks_short(words)
+    assert "| Word error rate | 12.0 % | ≤ 25 % (first 20 s sung) | ✓ pass |" in ui.checks_markdown(words)
     assert "No automatic checks" in ui.checks_markdown(None)
 
 
