@@ -40,6 +40,8 @@ $(STAMP): $(REQUIREMENTS)
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	# The project itself, editable, so the CLIs run from any folder inside the venv.
 	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	# numba's caches, compiled once here by one process: concurrent first use crashes (numba#10128).
+	$(VPY) -m tmik_common.warmup
 	@touch $@
 
 system-deps: ## install ffmpeg, fluidsynth, a GM soundfont, libsndfile (and python3-venv) with apt if missing
@@ -93,3 +95,8 @@ lint: venv ## ruff check
 clean: ## remove .venv and caches (keeps shared_data, your jobs' files)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+.PHONY: docker-test
+DOCKER_TEST_ARGS ?=
+docker-test: system-deps venv ## build, run, scale, kill and tear down the Docker deployment (20-40 min; not in make test or CI)
+	$(VPY) docker/docker_test.py $(DOCKER_TEST_ARGS)

@@ -6,7 +6,9 @@ serves it for every path under /api). The handlers are thin: the checks and the 
 with a stable code (listed in :data:`app.openapi.API_ERROR_CODES`), werkzeug's own 404/405/413 too.
 
 When API keys are configured every route except ``/api/health`` and ``/api/openapi.json`` needs
-``Authorization: Bearer KEY`` or ``X-API-Key: KEY``, and a key sees only the jobs it created.
+``Authorization: Bearer KEY`` or ``X-API-Key: KEY``, and a key sees only the jobs it created. The
+file route also takes a signed link instead (``?exp=...&sig=...``, made by the web UI: see
+:mod:`app.access`). Too many wrong keys or forged links from one address: 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from urllib.parse import quote
 
 from flask import Flask, Response, g, jsonify, request, send_file
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import jobs, openapi, submit
@@ -38,6 +41,9 @@ PUBLIC_PATHS = frozenset({"/api/health", "/api/openapi.json"})
 _UUID_RE = re.compile(openapi.UUID_PATTERN)
 _CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
           415: "unsupported_media_type", 500: "internal_error"}
+# The database is down, restarting, locked for too long or out of connections: try again soon (503).
+# Any other database error is a fault of ours (500); neither shows the driver's message (SQL) to clients.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 # Media types mimetypes does not know (or guesses differently on different systems).
 MEDIA_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg",
                ".mid": "audio/midi", ".midi": "audio/midi", ".json": "application/json",
@@ -128,11 +134,13 @@ def create_api(ctx: AppContext) -> Flask:
     def _job_not_found(exc: jobs.JobNotFound) -> Response:
         return error_response(404, "job_not_found", f"no job {exc.args[0]}")
 
-    @app.errorhandler(OperationalError)
-    def _database_down(exc: OperationalError) -> Response:
+    def _database_down(exc: Exception) -> Response:
         log.error("database error on %s %s: %s", request.method, request.path, exc)
         return error_response(503, "database_unavailable", "the jobs database cannot be reached; try again soon",
                               headers={"Retry-After": "5"})
+
+    for exc_type in DATABASE_UNAVAILABLE:
+        app.register_error_handler(exc_type, _database_down)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -159,11 +167,19 @@ def create_api(ctx: AppContext) -> Flask:
 
     # ------------------------------------------------------------------ keys
 
+    def unauthorized(message: str) -> ApiError:
+        return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="api"'})
+
     @app.before_request
     def _authenticate() -> None:
         g.owner = None
         if not ctx.keys_required or request.path in PUBLIC_PATHS:
             return
+        client = request.remote_addr or "unknown"
+        wait = ctx.auth_failures.retry_after(client)
+        if wait is not None:  # over the limit: not even checked, so guessing gains nothing
+            raise ApiError(429, "too_many_failures", f"too many wrong API keys from your address; try again in "
+                           f"{wait} s", headers={"Retry-After": str(wait)})
         key = None
         auth = request.headers.get("Authorization", "")
         scheme, _, value = auth.partition(" ")
@@ -171,10 +187,28 @@ def create_api(ctx: AppContext) -> Flask:
             key = value.strip()
         else:
             key = request.headers.get("X-API-Key") or None
+        if key is None and request.endpoint == "get_file" and request.args.get("sig") is not None:
+            g.owner = _link_owner(client)
+            return
         try:
             g.owner = ctx.owner_for_key(key)
         except Unauthorized as exc:
-            raise ApiError(401, "unauthorized", str(exc), headers={"WWW-Authenticate": 'Bearer realm="api"'}) from None
+            if key is not None:  # a wrong key is a guess; a missing one is not
+                ctx.auth_failures.failed(client, "wrong API key")
+            raise unauthorized(str(exc)) from None
+
+    def _link_owner(client: str) -> str | None:
+        """The owner a signed file link (the web UI's players and downloads) was made for."""
+        args = request.view_args or {}
+        job, _ = jobs.get_job(ctx.sessions, _job_id(str(args.get("job_id", ""))))  # a deleted job: 404
+        verdict = ctx.links.check(job.id, str(args.get("name", "")), job.owner, request.args.get("exp"),
+                                  request.args.get("sig"))
+        if verdict == "expired":
+            raise unauthorized("this link has expired; reload the page (or select the job again) for a fresh one")
+        if verdict != "ok":
+            ctx.auth_failures.failed(client, "forged file link")
+            raise unauthorized("this link is not valid for this file; send an API key or use a link from the web UI")
+        return job.owner
 
     # ------------------------------------------------------------------ routes
 

@@ -6,11 +6,10 @@ Each variable is documented in the repository's ``.env.example``. Values are rea
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tmik_common.env import env_float, env_int
+from tmik_common.env import env_float, env_int, env_str, log_level, shared_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,12 +32,13 @@ class Config:
     service_timeout: float  # one HTTP request to a service
     service_wait_seconds: float  # how long a job waits for a service that is down before failing
     stage_timeout: float  # longest one service task may run
+    db_retry_seconds: float  # how long a job manager retries a database that is briefly unavailable
     job_workers: int  # jobs one job manager process runs at once
     log_level: str
 
 
 def _url(name: str, default: str) -> str:
-    return (os.environ.get(name) or default).rstrip("/")
+    return env_str(name, default).rstrip("/")
 
 
 def default_database_url(shared_data_dir: Path) -> str:
@@ -57,10 +57,7 @@ def normalise_database_url(url: str) -> str:
 
 def load() -> Config:
     """Read the configuration from the environment; ValueError names a bad variable."""
-    shared = Path(os.environ.get("SHARED_DATA_DIR") or REPO_ROOT / "shared_data")
-    if not shared.is_absolute():
-        shared = REPO_ROOT / shared
-    shared = shared.resolve()
+    shared = shared_data_dir()
     max_mb = env_float("MAX_UPLOAD_MB", 200.0)
     if max_mb <= 0:
         raise ValueError(f"MAX_UPLOAD_MB must be > 0, got {max_mb:g}")
@@ -70,13 +67,13 @@ def load() -> Config:
     attempts = env_int("JOB_MAX_ATTEMPTS", 3)
     if attempts < 1:
         raise ValueError(f"JOB_MAX_ATTEMPTS must be >= 1, got {attempts}")
-    keys = tuple(k.strip() for k in os.environ.get("API_KEYS", "").split(",") if k.strip())
+    keys = tuple(k.strip() for k in env_str("API_KEYS", "").split(",") if k.strip())
     return Config(
-        database_url=normalise_database_url(os.environ.get("DATABASE_URL") or default_database_url(shared)),
+        database_url=normalise_database_url(env_str("DATABASE_URL", "") or default_database_url(shared)),
         shared_data_dir=shared,
         melody_service_url=_url("MELODY_SERVICE_URL", "http://127.0.0.1:8001"),
         vocal_service_url=_url("VOCAL_SERVICE_URL", "http://127.0.0.1:8002"),
-        host=os.environ.get("APP_HOST", "127.0.0.1"),
+        host=env_str("APP_HOST", "127.0.0.1"),
         port=env_int("APP_PORT", 8080),
         max_upload_bytes=int(max_mb * 1024 * 1024),
         min_audio_seconds=env_float("MIN_AUDIO_SECONDS", 5.0),
@@ -88,6 +85,7 @@ def load() -> Config:
         service_timeout=max(1.0, env_float("SERVICE_TIMEOUT_SECONDS", 10.0)),
         service_wait_seconds=max(0.0, env_float("SERVICE_WAIT_SECONDS", 900.0)),
         stage_timeout=max(10.0, env_float("STAGE_TIMEOUT_SECONDS", 1800.0)),
+        db_retry_seconds=max(0.0, env_float("DB_RETRY_SECONDS", 300.0)),
         job_workers=max(1, env_int("JOB_WORKERS", 2)),
-        log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        log_level=log_level(),
     )

@@ -1,16 +1,20 @@
-"""What the app process shares between its API and its UI: configuration, database, service clients."""
+"""What the app process shares between its API and its UI: configuration, database, service clients,
+the signer of file links and the limit on failed keys (:mod:`app.access`)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tmik_common.secrets import service_token, shared_secret
+
 from . import config as app_config
 from . import db
+from .access import MEDIA_KEY_ENV, MEDIA_KEY_FILE, FailureLimiter, LinkSigner
 from .services import VocalService
 
 
@@ -24,6 +28,9 @@ class AppContext:
     engine: Engine
     sessions: sessionmaker[Session]
     vocal: VocalService
+    links: LinkSigner
+    # One count for the REST API's keys and the web UI's logins: a guesser cannot switch between them.
+    auth_failures: FailureLimiter = field(default_factory=FailureLimiter)
 
     @property
     def keys_required(self) -> bool:
@@ -57,5 +64,7 @@ def create_context(cfg: app_config.Config | None = None, *, migrate: bool = True
     engine = db.make_engine(cfg.database_url)
     if migrate:
         db.migrate(engine)
+    links = LinkSigner(shared_secret(cfg.shared_data_dir, MEDIA_KEY_FILE, MEDIA_KEY_ENV))
     return AppContext(cfg=cfg, engine=engine, sessions=db.session_factory(engine),
-                      vocal=VocalService(cfg.vocal_service_url, min(cfg.service_timeout, 3.0)))
+                      vocal=VocalService(cfg.vocal_service_url, min(cfg.service_timeout, 3.0),
+                                         token=service_token(cfg.shared_data_dir)), links=links)

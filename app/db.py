@@ -16,6 +16,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +31,22 @@ SQLITE_BUSY_MS = 30_000
 
 class DatabaseError(RuntimeError):
     """The database cannot be reached or migrated; the message says which and how to fix it."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a database fault that goes away by itself: SQLite busy or locked, a PostgreSQL server
+    restarting or unreachable, a connection dropped, the pool exhausted. Retry those; never show
+    them to a user as they are (they carry SQL)."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+def describe(exc: BaseException) -> str:
+    """A database fault in one line, without the SQL statement or its parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return f"{type(orig).__name__}: {text[:200]}"
 
 
 def is_sqlite(engine: Engine) -> bool:

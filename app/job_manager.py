@@ -38,17 +38,24 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from tmik_common.env import start_process
+from tmik_common.secrets import service_token
 
 from . import config as app_config
 from . import db, jobs
 from .models import CANCELLED, FAILED, SUCCEEDED, Job
 from .services import ServiceClient, ServiceUnavailable, TaskGone, TaskRefused, VocalService, melody_service
 
+INTERRUPTED = "task_interrupted"  # the services' code for a task whose replica stopped mid-task
+
 log = logging.getLogger("app.job_manager")
 
 TASK_POLL_S = 0.4
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
+DB_BACKOFF_MAX_S = 5.0
+# A service task that ended "task_interrupted" (its service stopped or was restarted mid-task),
+# or that the service no longer knows, is submitted again this many times before the job fails.
+STAGE_RESUBMITS = 2
 # The share of the job's progress bar each stage fills.
 STAGE_SPANS = {"melody": (0.0, 0.4), "vocal": (0.4, 1.0)}
 
@@ -65,6 +72,27 @@ class JobFailed(Exception):
 
 class Stopping(Exception):
     """The worker was asked to stop; the job goes back to the queue."""
+
+
+class DatabaseGone(Exception):
+    """The database stayed unreachable longer than DB_RETRY_SECONDS; the job is left to its lease."""
+
+
+@dataclass
+class _Unreachable:
+    """How long a service has been unreachable, and the next wait (1 s doubling to 30 s)."""
+
+    since: float | None = None
+    delay: float = BACKOFF_START_S
+
+    def seconds(self) -> float:
+        return 0.0 if self.since is None else time.monotonic() - self.since
+
+    def next_delay(self) -> float:
+        if self.since is None:
+            self.since = time.monotonic()
+        delay, self.delay = self.delay, min(self.delay * 2, BACKOFF_MAX_S)
+        return delay
 
 
 @dataclass
@@ -86,8 +114,11 @@ class Worker:
         while not self.stop_event.is_set():
             try:
                 worked = self.run_once()
-            except Exception:  # the database went away, ...: log, wait, keep going
-                log.exception("job manager loop error; retrying in 5 s")
+            except Exception as exc:  # the database went away, ...: log, wait, keep going
+                if db.is_transient(exc):
+                    log.warning("job manager: the database is unavailable (%s); retrying in 5 s", db.describe(exc))
+                else:
+                    log.exception("job manager loop error; retrying in 5 s")
                 self.stop_event.wait(5.0)
                 continue
             if not worked:
@@ -121,8 +152,8 @@ class Worker:
             artifacts.update(outputs)
             stages["vocal"] = {"state": "done", "progress": 1.0, "detail": "song mixed and mastered"}
             checks, warnings = self._take_report(artifacts)
-            jobs.finish(self.sessions, job.id, self.worker_id, SUCCEEDED, artifacts=artifacts, stages=stages,
-                        checks=checks, warnings={"messages": warnings})
+            self._db(lambda: jobs.finish(self.sessions, job.id, self.worker_id, SUCCEEDED, artifacts=artifacts,
+                                         stages=stages, checks=checks, warnings={"messages": warnings}))
             log.info("job %s: succeeded in %.1f s", job.id, time.monotonic() - started)
         except JobCancelled:
             self._end(job, CANCELLED, "cancelled", "cancelled by the user")
@@ -131,19 +162,48 @@ class Worker:
             self._end(job, FAILED, exc.code, exc.message)
             log.warning("job %s: failed: %s: %s", job.id, exc.code, exc.message)
         except Stopping:
-            jobs.release(self.sessions, job.id, self.worker_id, "handed back: the job manager is stopping")
-            log.info("job %s: handed back to the queue (stopping)", job.id)
+            try:
+                jobs.release(self.sessions, job.id, self.worker_id, "handed back: the job manager is stopping")
+                log.info("job %s: handed back to the queue (stopping)", job.id)
+            except Exception as exc:  # noqa: BLE001 - the lease runs out and another worker takes the job
+                log.warning("job %s: could not hand it back (%s); its lease will run out", job.id,
+                            db.describe(exc) if db.is_transient(exc) else exc)
         except jobs.LeaseLost:
             log.warning("job %s: lost its lease (another worker took it over, or it ended); dropping it", job.id)
-        except Exception as exc:  # our own fault: the job fails with the reason, the worker goes on
+        except DatabaseGone:
+            log.error("job %s: the database stayed unreachable for %.0f s (DB_RETRY_SECONDS); leaving the job to "
+                      "be taken over when the database is back", job.id, self.cfg.db_retry_seconds)
+        except Exception:  # our own fault: the job fails, the worker goes on; details only in the log
             log.exception("job %s: unexpected error", job.id)
-            self._end(job, FAILED, "internal_error", f"the job manager failed: {type(exc).__name__}: {exc}")
+            self._end(job, FAILED, "internal_error", "an internal error in the job manager stopped this job; it "
+                      "has been logged. Re-run the job; if it fails again, report it with the job id.")
 
     def _end(self, job: Job, state: str, code: str, message: str) -> None:
         try:
-            jobs.finish(self.sessions, job.id, self.worker_id, state, error_code=code, error_message=message)
+            self._db(lambda: jobs.finish(self.sessions, job.id, self.worker_id, state, error_code=code,
+                                         error_message=message))
         except jobs.LeaseLost:
             log.warning("job %s: could not record %s: lease lost", job.id, state)
+        except DatabaseGone:
+            log.error("job %s: could not record %s: the database is unreachable", job.id, state)
+
+    def _db(self, call):
+        """``call()``, retried while the database is briefly unavailable (SQLite busy, PostgreSQL
+        restarting): such a fault costs the job nothing. DatabaseGone after DB_RETRY_SECONDS."""
+        started = time.monotonic()
+        delay = 0.25
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not db.is_transient(exc):
+                    raise
+                if time.monotonic() - started > self.cfg.db_retry_seconds:
+                    raise DatabaseGone() from exc
+                log.warning("the database is unavailable (%s); retrying in %.1f s", db.describe(exc), delay)
+                if self.stop_event.wait(delay):
+                    raise Stopping() from None
+                delay = min(delay * 2, DB_BACKOFF_MAX_S)
 
     def _stage_done(self, artifacts: dict[str, str], stage: str) -> bool:
         if stage != "melody":
@@ -152,8 +212,8 @@ class Worker:
                    for name in ("melody.mid", "analysis.json"))
 
     def _update(self, job: Job, event: str | None = None, **values: Any) -> None:
-        status = jobs.update_job(self.sessions, job.id, self.worker_id, event=event,
-                                 lease_seconds=self.cfg.lease_seconds, **values)
+        status = self._db(lambda: jobs.update_job(self.sessions, job.id, self.worker_id, event=event,
+                                                  lease_seconds=self.cfg.lease_seconds, **values))
         if status.cancel_requested:
             raise JobCancelled()
 
@@ -182,30 +242,49 @@ class Worker:
                         f"{', '.join(s['name'] for s in styles)}")
 
     def _run_stage(self, job: Job, stage: str, stages: dict[str, Any]) -> dict[str, str]:
-        """Run one stage's service task to its end; its outputs keyed by file name."""
+        """Run one stage's service task to its end; its outputs keyed by file name.
+
+        A task the service lost (it was restarted mid-task: ``task_interrupted``, or it no longer
+        knows the task) is submitted again, at most STAGE_RESUBMITS times; everything else the
+        service reports ends the stage. The stage never outlives STAGE_TIMEOUT_SECONDS, and a
+        service that stays unreachable fails it after SERVICE_WAIT_SECONDS.
+        """
         lo, hi = STAGE_SPANS[stage]
         stages[stage] = {"state": "running", "progress": 0.0, "detail": "starting"}
         self._update(job, stage=f"{stage}: starting", progress=lo, stages=stages, event=f"{stage} stage started")
         client, task_type, inputs, params = self._request(job, stage)
-        task_id = self._adopt(job, client)
         deadline = time.monotonic() + self.cfg.stage_timeout
+        task_id = self._adopt(job, client)
+        resubmits = 0
         while True:
             if task_id is None:
                 task_id = self._with_retry(job, stage, client,
-                                           lambda: client.submit(task_type, job.id, inputs, params))
+                                           lambda: client.submit(task_type, job.id, inputs, params), deadline)
                 job.service_task = {"service": client.name, "task_id": task_id}
                 self._update(job, service_task=job.service_task)
                 log.info("job %s: %s task %s submitted to %s", job.id, task_type, task_id, client.name)
             try:
                 status = self._follow(job, stage, client, task_id, stages, lo, hi, deadline)
             except TaskGone:
-                log.warning("job %s: %s forgot task %s; submitting it again", job.id, client.name, task_id)
+                status = None
+            lost = status is None or (status.state == "failed" and (status.error or {}).get("code") == INTERRUPTED)
+            if lost:
+                resubmits += 1
+                if resubmits > STAGE_RESUBMITS:
+                    raise JobFailed("service_interrupted", f"the {client.name} stopped while working on the {stage} "
+                                    f"stage {resubmits} times (it crashed or was restarted); giving up. Its log "
+                                    "says why; re-run the job once it is healthy again.")
+                why = "no longer knows" if status is None else "was interrupted while running"
+                log.warning("job %s: %s %s task %s; submitting it again (%d of %d)", job.id, client.name, why,
+                            task_id, resubmits, STAGE_RESUBMITS)
+                self._update(job, event=f"{client.name} {why} the {stage} task; submitted again")
                 task_id = None
                 continue
+            assert status is not None
             if status.state == "done":
                 return {PurePosixPath(path).name: path for path in status.outputs.values()}
             if status.state == "cancelled":  # cancelled on the service's side, not by our user
-                raise JobFailed("service_cancelled", f"{client.name} cancelled the {stage} task (shutting down?)")
+                raise JobFailed("service_cancelled", f"the {client.name} cancelled the {stage} task")
             err = status.error or {}
             raise JobFailed(err.get("code") or f"{stage}_failed",
                             err.get("message") or f"the {stage} stage failed without a reason")
@@ -224,20 +303,32 @@ class Worker:
         log.info("job %s: following %s task %s left by the previous worker", job.id, client.name, status.task_id)
         return status.task_id
 
+    def _check_deadline(self, stage: str, client: ServiceClient, task_id: str | None, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            if task_id is not None:
+                client.cancel(task_id)
+            raise JobFailed("stage_timeout", f"the {stage} stage ran longer than {self.cfg.stage_timeout:.0f} s "
+                            "(STAGE_TIMEOUT_SECONDS); it was stopped")
+
     def _follow(self, job: Job, stage: str, client: ServiceClient, task_id: str, stages: dict[str, Any],
                 lo: float, hi: float, deadline: float):
         last_stage = None
+        unreachable = _Unreachable()
         while True:
             if self.stop_event.is_set():
                 client.cancel(task_id)
                 raise Stopping()
+            self._check_deadline(stage, client, task_id, deadline)
             try:
                 status = client.status(task_id)
             except TaskGone:
                 raise
             except ServiceUnavailable as exc:
-                self._wait_for(job, stage, client, exc)
+                self._wait_for(job, stage, client, exc, unreachable, deadline)
                 continue
+            if unreachable.since is not None:
+                self._update(job, event=f"{client.name} is back after {unreachable.seconds():.0f} s")
+                unreachable = _Unreachable()
             stages[stage] = {"state": status.state if not status.finished else "finishing",
                              "progress": round(status.progress, 4), "detail": status.stage}
             label = f"{stage}: {status.stage or status.state}"
@@ -250,38 +341,39 @@ class Worker:
             last_stage = status.stage
             if status.finished:
                 return status
-            if time.monotonic() > deadline:
-                client.cancel(task_id)
-                raise JobFailed("stage_timeout", f"the {stage} stage ran longer than {self.cfg.stage_timeout:.0f} s "
-                                "(STAGE_TIMEOUT_SECONDS); it was stopped")
             self.stop_event.wait(TASK_POLL_S)
 
-    def _with_retry(self, job: Job, stage: str, client: ServiceClient, call):
+    def _with_retry(self, job: Job, stage: str, client: ServiceClient, call, deadline: float | None = None):
         """``call()``, retried with backoff while the service is unavailable; refusals fail the job."""
-        waited_since: float | None = None
-        delay = BACKOFF_START_S
+        unreachable = _Unreachable()
         while True:
+            if deadline is not None:
+                self._check_deadline(stage, client, None, deadline)
             try:
                 return call()
             except TaskRefused as exc:
-                raise JobFailed(exc.code, f"{exc.service} refused the {stage} stage: {exc.message}") from None
+                raise JobFailed(exc.code, f"the {exc.service} refused the {stage} stage: {exc.message}") from None
             except ServiceUnavailable as exc:
-                waited_since = waited_since or time.monotonic()
-                if time.monotonic() - waited_since > self.cfg.service_wait_seconds:
-                    raise JobFailed("service_unavailable", f"{exc}; gave up after waiting "
-                                    f"{self.cfg.service_wait_seconds:.0f} s (SERVICE_WAIT_SECONDS)") from None
-                self._wait_for(job, stage, client, exc, delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+                self._wait_for(job, stage, client, exc, unreachable, deadline)
 
-    def _wait_for(self, job: Job, stage: str, client: ServiceClient, exc: Exception,
-                  delay: float = BACKOFF_START_S) -> None:
-        """Wait ``delay`` seconds for a service, keeping the lease and listening for cancel and stop."""
-        log.warning("job %s: %s; retrying in %.0f s", job.id, exc, delay)
-        self._update(job, stage=f"{stage}: waiting for {client.name}"[:64],
-                     event=f"waiting for {client.name}: {exc}")
+    def _wait_for(self, job: Job, stage: str, client: ServiceClient, exc: ServiceUnavailable,
+                  unreachable: _Unreachable, deadline: float | None) -> None:
+        """Wait for a service that cannot be reached, backing off (1 s doubling to 30 s), keeping the
+        lease and listening for cancel and stop; JobFailed once it has been gone SERVICE_WAIT_SECONDS."""
+        first = unreachable.since is None
+        delay = unreachable.next_delay()
+        if unreachable.seconds() > self.cfg.service_wait_seconds:
+            raise JobFailed("service_unavailable", f"{exc}; gave up after waiting {unreachable.seconds():.0f} s "
+                            f"(SERVICE_WAIT_SECONDS is {self.cfg.service_wait_seconds:.0f}) during the {stage} stage")
+        if first:  # one event per outage, not one per retry
+            log.warning("job %s: %s; waiting for it", job.id, exc)
+            self._update(job, stage=f"{stage}: waiting for {client.name}"[:64],
+                         event=f"waiting for {client.name}: {exc.reason}")
         end = time.monotonic() + delay
+        if deadline is not None:
+            end = min(end, deadline + 0.05)
         while time.monotonic() < end:
-            if self.stop_event.wait(min(0.5, end - time.monotonic())):
+            if self.stop_event.wait(min(0.5, max(0.0, end - time.monotonic()))):
                 raise Stopping()
             self._update(job)
 
@@ -301,13 +393,20 @@ class Worker:
         return {k: record[k] for k in keys if k in record}, [str(w) for w in record.get("warnings", [])]
 
 
+def service_clients(cfg: app_config.Config) -> tuple[ServiceClient, VocalService]:
+    """New clients of the two services (one pair per worker thread: a requests session is not
+    thread-safe), sending the service token."""
+    token = service_token(cfg.shared_data_dir)
+    return (melody_service(cfg.melody_service_url, cfg.service_timeout, token=token),
+            VocalService(cfg.vocal_service_url, cfg.service_timeout, token=token))
+
+
 def build_worker(cfg: app_config.Config | None = None) -> Worker:
     cfg = cfg or app_config.load()
     engine = db.make_engine(cfg.database_url)
     db.migrate(engine)
-    return Worker(cfg=cfg, sessions=db.session_factory(engine),
-                  melody=melody_service(cfg.melody_service_url, cfg.service_timeout),
-                  vocal=VocalService(cfg.vocal_service_url, cfg.service_timeout))
+    melody, vocal = service_clients(cfg)
+    return Worker(cfg=cfg, sessions=db.session_factory(engine), melody=melody, vocal=vocal)
 
 
 def main() -> int:
@@ -330,9 +429,9 @@ def main() -> int:
     # vocal stage does; they share the stop event and the database engine.
     threads = []
     for i in range(1, cfg.job_workers):
-        peer = Worker(cfg=cfg, sessions=worker.sessions, melody=melody_service(cfg.melody_service_url,
-                      cfg.service_timeout), vocal=VocalService(cfg.vocal_service_url, cfg.service_timeout), worker_id=f"{worker.worker_id}-{i}",
-                      stop_event=worker.stop_event)
+        melody, vocal = service_clients(cfg)
+        peer = Worker(cfg=cfg, sessions=worker.sessions, melody=melody, vocal=vocal,
+                      worker_id=f"{worker.worker_id}-{i}", stop_event=worker.stop_event)
         thread = threading.Thread(target=peer.run_forever, name=f"worker-{i}")
         thread.start()
         threads.append(thread)

@@ -10,10 +10,17 @@
    skipping (and saying so) those whose module is not part of this build yet;
 4. prefixes every line a child prints with its name, as ``docker compose logs`` does;
 5. waits for the services' ``/health`` and prints the address to open;
-6. on Ctrl-C or SIGTERM stops the children (SIGTERM, then SIGKILL after a timeout); if a child
-   dies on its own, stops the others and exits non-zero.
+6. restarts a child that dies on its own, after a pause that doubles with each quick death
+   (1 s up to 30 s; back to 1 s once it has run a minute), as compose's ``restart:
+   unless-stopped`` does, logging why;
+7. on Ctrl-C or SIGTERM stops the children (SIGTERM, then SIGKILL after a timeout).
 
-It uses only the standard library, so it works before anything else is importable.
+A variable set to nothing (``MELODY_SERVICE_URL=``) counts as unset, here as in every process:
+the default (or ``.env``'s value) applies. The services' token (SERVICE_TOKEN) is made once and
+kept in ``shared_data/.secrets/`` unless you set one.
+
+It uses only the standard library (and tmik_common's stdlib-only secrets), so it works before
+anything else is importable.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from tmik_common.procs import describe_exit
+from tmik_common.secrets import service_token
+
 log = logging.getLogger("launcher")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +55,9 @@ NAME_WIDTH = 18
 HEALTH_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.25
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 30.0
+RESTART_RESET_S = 60.0  # a child that ran this long before dying is restarted after the first pause again
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,10 @@ class Child:
     proc: subprocess.Popen
     healthy: bool = False
     reader: threading.Thread | None = field(default=None, repr=False)
+    started_at: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    pause: float = RESTART_FIRST_S
+    restart_at: float | None = None  # when a dead child is started again
 
 
 # --------------------------------------------------------------------------- environment
@@ -101,10 +118,16 @@ def load_dotenv(path: Path, env: MutableMapping[str, str]) -> list[str]:
         return []
     applied = []
     for key, value in parse_dotenv(path.read_text(encoding="utf-8")).items():
-        if key not in env:
+        if not (env.get(key) or "").strip():  # empty counts as unset: .env fills it
             env[key] = value
             applied.append(key)
     return applied
+
+
+def set_default(env: MutableMapping[str, str], key: str, value: str) -> None:
+    """``env[key] = value`` unless ``key`` has a value already (empty counts as unset, as everywhere)."""
+    if not (env.get(key) or "").strip():
+        env[key] = value
 
 
 def apply_defaults(env: MutableMapping[str, str], root: Path = REPO_ROOT) -> None:
@@ -113,18 +136,18 @@ def apply_defaults(env: MutableMapping[str, str], root: Path = REPO_ROOT) -> Non
     Relative paths (``SHARED_DATA_DIR=./shared_data``, the default) are taken from the
     repository root and made absolute, so every child agrees whatever its working folder.
     """
-    shared = Path(env.get("SHARED_DATA_DIR") or "shared_data")
+    shared = Path((env.get("SHARED_DATA_DIR") or "").strip() or "shared_data").expanduser()
     if not shared.is_absolute():
         shared = root / shared
     env["SHARED_DATA_DIR"] = str(shared.resolve())
     # sqlite:///shared_data/jobs.db, as an absolute path (sqlite:////abs/.../jobs.db).
-    env.setdefault("DATABASE_URL", f"sqlite:///{shared.resolve() / 'jobs.db'}")
-    env.setdefault("MELODY_SERVICE_PORT", "8001")
-    env.setdefault("VOCAL_SERVICE_PORT", "8002")
-    env.setdefault("APP_PORT", "8080")
-    env.setdefault("MELODY_SERVICE_URL", f"http://127.0.0.1:{env['MELODY_SERVICE_PORT']}")
-    env.setdefault("VOCAL_SERVICE_URL", f"http://127.0.0.1:{env['VOCAL_SERVICE_PORT']}")
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    set_default(env, "DATABASE_URL", f"sqlite:///{shared.resolve() / 'jobs.db'}")
+    set_default(env, "MELODY_SERVICE_PORT", "8001")
+    set_default(env, "VOCAL_SERVICE_PORT", "8002")
+    set_default(env, "APP_PORT", "8080")
+    set_default(env, "MELODY_SERVICE_URL", f"http://127.0.0.1:{env['MELODY_SERVICE_PORT'].strip()}")
+    set_default(env, "VOCAL_SERVICE_URL", f"http://127.0.0.1:{env['VOCAL_SERVICE_PORT'].strip()}")
+    set_default(env, "PYTHONUNBUFFERED", "1")
 
 
 def make_shared_dirs(shared_data_dir: Path) -> None:
@@ -134,7 +157,7 @@ def make_shared_dirs(shared_data_dir: Path) -> None:
 
 def process_specs(env: Mapping[str, str]) -> list[ProcessSpec]:
     """The four processes, in start order: the services first, the app last."""
-    app_port = env.get("APP_PORT", "8080")
+    app_port = (env.get("APP_PORT") or "").strip() or "8080"
     return [
         ProcessSpec("melody-service", "tmik_bgm_conditional_melody_generation.service",
                     env["MELODY_SERVICE_URL"].rstrip("/") + "/health"),
@@ -195,7 +218,8 @@ def start_child(spec: ProcessSpec, env: Mapping[str, str], cwd: Path) -> Child:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        # Safe here: run() starts every child before it starts any thread.
+        # The hook only makes one system call (prctl, looked up before the fork), so it is safe
+        # even when the launcher restarts a child while its relay threads run.
         preexec_fn=_parent_death_hook(),  # noqa: PLW1509
     )
     log.info("started %s (python -m %s, pid %d)", spec.name, spec.module, proc.pid)
@@ -284,14 +308,21 @@ def configure_logging(level: str) -> None:
 
 def run(env: dict[str, str], health_timeout: float = HEALTH_TIMEOUT_S,
         stop_timeout: float = STOP_TIMEOUT_S) -> int:
-    """Start the system with ``env`` and supervise it until a signal or a child's death.
+    """Start the system with ``env`` and supervise it until a signal, restarting children that die.
 
-    Returns the exit code: 0 after a requested stop, 1 when a child died or nothing could start.
+    Returns the exit code: 0 after a requested stop, 1 when nothing could start, 2 when a child
+    refused its configuration (it would only fail again).
     """
     apply_defaults(env)
     shared = Path(env["SHARED_DATA_DIR"])
     make_shared_dirs(shared)
     log.info("shared data in %s; database %s", shared, env["DATABASE_URL"])
+    try:
+        # One token for the job manager and both services, made here once (and kept on disk).
+        env["SERVICE_TOKEN"] = service_token(shared)
+    except OSError as exc:
+        log.error("cannot create the service token in %s: %s", shared, exc)
+        return 1
 
     specs = []
     for spec in process_specs(env):
@@ -330,22 +361,16 @@ def run(env: dict[str, str], health_timeout: float = HEALTH_TIMEOUT_S,
         stop_children(children, stop_timeout, force)
         return 1
     use_color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    for i, child in enumerate(children):
-        color = _COLORS[i % len(_COLORS)] if use_color else None
-        child.reader = threading.Thread(target=relay_output, args=(child, sys.stdout, color),
-                                        name=f"relay-{child.spec.name}", daemon=True)
-        child.reader.start()
+    colors = {c.spec.name: (_COLORS[i % len(_COLORS)] if use_color else None) for i, c in enumerate(children)}
+    for child in children:
+        start_relay(child, colors[child.spec.name])
 
     started = time.monotonic()
     announced = timeout_logged = False
     exit_code = 0
     while not stop_requested.is_set():
-        dead = [c for c in children if c.proc.poll() is not None]
-        if dead:
-            for c in dead:
-                log.error("%s exited unexpectedly (exit code %s); stopping the rest",
-                          c.spec.name, c.proc.returncode)
-            exit_code = 1
+        if supervise(children, env, colors) == "config_error":
+            exit_code = 2
             break
         for c in children:
             if c.spec.health_url and not c.healthy and check_health(c.spec.health_url):
@@ -365,6 +390,51 @@ def run(env: dict[str, str], health_timeout: float = HEALTH_TIMEOUT_S,
         log.info("stop requested")
     stop_children(children, stop_timeout, force)
     return exit_code
+
+
+def start_relay(child: Child, color: str | None) -> None:
+    child.reader = threading.Thread(target=relay_output, args=(child, sys.stdout, color),
+                                    name=f"relay-{child.spec.name}", daemon=True)
+    child.reader.start()
+
+
+def supervise(children: list[Child], env: Mapping[str, str], colors: Mapping[str, str | None],
+              now: float | None = None) -> str | None:
+    """Restart children that died, after a pause that doubles with each quick death (1 s up to 30 s,
+    reset once a child has run RESTART_RESET_S). ``"config_error"`` when a child exited with status 2
+    (it refused its configuration: restarting would only repeat that)."""
+    now = time.monotonic() if now is None else now
+    for child in children:
+        if child.restart_at is None:
+            code = child.proc.poll()
+            if code is None:
+                continue
+            ran = now - child.started_at
+            if code == 2:
+                log.error("%s refused its configuration (exit status 2; its message is above); fix it and run "
+                          "again", child.spec.name)
+                return "config_error"
+            if ran >= RESTART_RESET_S:
+                child.pause = RESTART_FIRST_S
+            log.error("%s stopped unexpectedly (%s) after %.0f s; restarting it in %.0f s", child.spec.name,
+                      describe_exit(code), ran, child.pause)
+            child.restart_at = now + child.pause
+            child.pause = min(child.pause * 2, RESTART_MAX_S)
+            child.healthy = False
+        elif now >= child.restart_at:
+            try:
+                fresh = start_child(child.spec, env, REPO_ROOT)
+            except OSError as exc:
+                log.error("could not restart %s: %s; trying again in %.0f s", child.spec.name, exc, child.pause)
+                child.restart_at = now + child.pause
+                continue
+            if child.reader is not None:
+                child.reader.join(timeout=1)
+            child.proc, child.started_at, child.restart_at = fresh.proc, now, None
+            child.restarts += 1
+            log.info("%s restarted (restart %d, pid %d)", child.spec.name, child.restarts, child.proc.pid)
+            start_relay(child, colors.get(child.spec.name))
+    return None
 
 
 def announce(children: list[Child], env: Mapping[str, str], seconds: float) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from tmik_common.tasks import MAX_SEED
 
 from . import submit
+from .access import AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW_S
 from .config import Config
 from .models import STATES
 
@@ -37,7 +38,8 @@ API_ERROR_CODES = {
     "lyrics_conflict": "both 'lyrics' and a non-empty 'lyrics_file' were sent",
     "lyrics_not_text": "the lyrics file is not a text file",
     "lyrics_unreadable": "the lyrics file could not be read",
-    "unauthorized": "no API key, or an unknown one",
+    "unauthorized": "no API key, or an unknown one (or a file link that is not valid or has expired)",
+    "too_many_failures": "too many wrong API keys from this address; wait Retry-After seconds",
     "not_found": "no such endpoint",
     "job_not_found": "no job with that id (or it belongs to another API key)",
     "file_not_found": "the job has no file of that name",
@@ -51,7 +53,7 @@ API_ERROR_CODES = {
 }
 # Codes of the upload's audio check (tmik_common.audio.AudioError), answered with 422 and field "file".
 AUDIO_ERROR_CODES = ("empty_file", "not_audio", "corrupt_audio", "too_short", "too_long", "silent_audio",
-                     "unsupported_sample_rate", "non_finite_samples")
+                     "unsupported_sample_rate", "non_finite_samples", "out_of_range_samples", "too_large_decoded")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -183,6 +185,7 @@ def _schemas() -> dict[str, Any]:
 def build_document(cfg: Config, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document for an API run with ``cfg`` (API keys on or off change the security)."""
     keys = bool(cfg.api_keys)
+    retry_after = {"description": "seconds to wait", "schema": {"type": "string", "pattern": "^[0-9]+$"}}
     secured: dict[str, Any] = {}
     if keys:
         secured = {"security": [{"bearer": []}, {"apiKey": []}]}
@@ -192,6 +195,9 @@ def build_document(cfg: Config, version: str) -> dict[str, Any]:
         out["405"] = _error("the endpoint does not take this method (Allow lists those it takes)")
         if keys:
             out["401"] = _error("no API key or an unknown one (unauthorized)")
+            out["429"] = {**_error(f"{AUTH_FAILURE_LIMIT} wrong API keys from this address within "
+                                   f"{AUTH_FAILURE_WINDOW_S:g} s (too_many_failures); nothing is checked until "
+                                   "Retry-After seconds have passed"), "headers": {"Retry-After": retry_after}}
         out["503"] = _error("the jobs database cannot be reached (database_unavailable)")
         return out
 
@@ -298,7 +304,13 @@ def build_document(cfg: Config, version: str) -> dict[str, Any]:
                             "description": "an artifact name from the job's files ('input', 'mix', ...)"},
                            {"name": "download", "in": "query", "schema": {"type": "string",
                                                                          "enum": ["0", "1", "true", "false"]},
-                            "description": "1 or true: as an attachment (Content-Disposition)"}],
+                            "description": "1 or true: as an attachment (Content-Disposition)"},
+                           {"name": "exp", "in": "query", "schema": {"type": "string"},
+                            "description": "with sig: a signed link's expiry (unix time); the web UI makes these"},
+                           {"name": "sig", "in": "query", "schema": {"type": "string"},
+                            "description": "with exp: a signed link (HMAC of job, file, owner and exp); when API "
+                                           "keys are on it stands in for the key on this route, for this file "
+                                           "only, until exp; ignored when a key is sent"}],
             "responses": responses(
                 _200={"description": "the file, with its media type",
                       "content": {"*/*": {"schema": {}}}},

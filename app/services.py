@@ -21,11 +21,16 @@ log = logging.getLogger(__name__)
 
 
 class ServiceUnavailable(RuntimeError):
-    """The service could not be reached or could not take the request now; worth retrying."""
+    """The service could not be reached or could not take the request now; worth retrying.
+
+    The message is safe to show a user: it names the service, never its internal address (the
+    address is logged where the fault is found).
+    """
 
     def __init__(self, service: str, message: str):
         super().__init__(f"{service}: {message}")
         self.service = service
+        self.reason = message
 
 
 class TaskRefused(ValueError):
@@ -57,22 +62,33 @@ class TaskStatus:
 class ServiceClient:
     """One service's task API: submit, poll, cancel, health."""
 
-    def __init__(self, name: str, base_url: str, timeout: float = 10.0, session: requests.Session | None = None):
+    def __init__(self, name: str, base_url: str, timeout: float = 10.0, session: requests.Session | None = None,
+                 token: str | None = None):
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.http = session or requests.Session()
+        if token:
+            # The services take task requests from the job manager only (SERVICE_TOKEN).
+            self.http.headers["Authorization"] = f"Bearer {token}"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = f"{self.base_url}{path}"
         try:
             resp = self.http.request(method, url, timeout=self.timeout, **kwargs)
         except requests.Timeout:
-            raise ServiceUnavailable(self.name, f"no answer from {url} within {self.timeout:g} s") from None
+            log.warning("%s: no answer from %s %s within %g s", self.name, method, url, self.timeout)
+            raise ServiceUnavailable(self.name, f"no answer within {self.timeout:g} s") from None
         except requests.RequestException as exc:
-            raise ServiceUnavailable(self.name, f"cannot reach {url} ({type(exc).__name__})") from None
+            log.warning("%s: cannot reach %s (%s)", self.name, url, type(exc).__name__)
+            raise ServiceUnavailable(self.name, "cannot be reached (is it running?)") from None
+        if resp.status_code == 401:
+            log.error("%s refused our token at %s: %s", self.name, url, _error(resp)[1])
+            raise TaskRefused(self.name, "service_unauthorized", "the job manager and the service disagree on the "
+                              "service token (SERVICE_TOKEN); set the same one for both, or leave it unset")
         if resp.status_code >= 500 or resp.status_code == 429:
-            raise ServiceUnavailable(self.name, f"{method} {path} answered {resp.status_code}: {_error(resp)[1]}")
+            log.warning("%s: %s %s answered %d", self.name, method, url, resp.status_code)
+            raise ServiceUnavailable(self.name, f"answered {resp.status_code}: {_error(resp)[1]}")
         return resp
 
     def health(self) -> dict[str, Any]:
@@ -122,8 +138,8 @@ class VocalService(ServiceClient):
 
     STYLES_TTL = 60.0
 
-    def __init__(self, base_url: str, timeout: float = 10.0):
-        super().__init__("vocal-mix-service", base_url, timeout)
+    def __init__(self, base_url: str, timeout: float = 10.0, token: str | None = None):
+        super().__init__("vocal-mix-service", base_url, timeout, token=token)
         self._styles: list[dict[str, Any]] | None = None
         self._styles_at = 0.0
 
@@ -146,5 +162,5 @@ class VocalService(ServiceClient):
             return None
 
 
-def melody_service(base_url: str, timeout: float = 10.0) -> ServiceClient:
-    return ServiceClient("melody-service", base_url, timeout)
+def melody_service(base_url: str, timeout: float = 10.0, token: str | None = None) -> ServiceClient:
+    return ServiceClient("melody-service", base_url, timeout, token=token)

@@ -1,27 +1,33 @@
 """Turning a musician's upload and choices into a queued job: one path for the API and the UI.
 
 :func:`parse_params` checks the Create-tab parameters and returns the job's ``params``;
-:func:`store_upload` checks the audio and stores it as ``input/<job_id>/background.<ext>``;
-:func:`submit_job` does both and queues the job. Every refusal is a :class:`SubmitError` with a
+:func:`store_upload` keeps the upload as ``input/<job_id>/original.<ext>`` and writes the working copy
+every stage reads, ``input/<job_id>/background.wav`` (the job's ``input_file``); :func:`submit_job` does
+both and queues the job; :func:`sweep_orphan_uploads` removes input folders an interrupted upload left
+without a job. Every refusal is a :class:`SubmitError` with a
 stable ``code``, the ``field`` it concerns and a message that says what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tmik_common.audio import AudioError, load_audio
+from tmik_common.audio import AudioError, write_working_copy
 from tmik_common.lyrics import MAX_FILE_BYTES as MAX_LYRICS_FILE_BYTES
 from tmik_common.lyrics import LyricsError, parse_lyrics
 from tmik_common.lyrics import read_lyrics_file as read_lyrics_text
@@ -34,6 +40,16 @@ from .models import Job
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+ORIGINAL_STEM = "original"  # input/<job>/original.<ext>: the upload as the user sent it
+WORKING_NAME = "background.wav"  # input/<job>/background.wav: what every stage reads (Job.input_file)
+MAX_NAME_CHARS = 200
+# An input folder with no job row whose newest file is older than this is an upload a crash
+# interrupted. An upload in progress writes its files continuously, and its job row follows within
+# seconds of the last write (longer only while the database is locked: DB_RETRY_SECONDS, 300 s).
+ORPHAN_UPLOAD_SECONDS = 900.0
+ORPHAN_SWEEP_INTERVAL_SECONDS = 600.0
+# Job ids are UUIDs: the sweep leaves any other folder alone (e.g. input/demo/ of the services' examples).
+_JOB_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 DEFAULT_SENSITIVITY = 0.5
 DEFAULT_RANDOMNESS = 0.5
 DEFAULT_STYLE = "pop_bright"
@@ -90,10 +106,13 @@ def parse_params(raw: Mapping[str, Any], styles: list[str] | None = None) -> dic
     (text with optional [Section] tags; empty: a vocalise), ``target_lufs`` (-30..-6).
     """
     known = set(PARAM_NAMES)
-    unknown = sorted(set(raw) - known - {"file"})
+    # Every name outside PARAM_NAMES is refused, "file" too: callers take the upload out of ``raw``
+    # themselves, so a "file" left here is one this request cannot use (a re-run reuses the old input).
+    unknown = sorted(set(raw) - known)
     if unknown:
+        hint = "; a re-run uses the old job's input, so it takes no file" if "file" in unknown else ""
         raise SubmitError("unknown_param", f"unknown parameter(s) {', '.join(unknown)}; accepted: "
-                          f"{', '.join(sorted(known))}", unknown[0])
+                          f"{', '.join(sorted(known))}{hint}", unknown[0])
     params: dict[str, Any] = {
         "sensitivity": _number(raw, "sensitivity", DEFAULT_SENSITIVITY, 0.0, 1.0),
         "randomness": _number(raw, "randomness", DEFAULT_RANDOMNESS, 0.0, 1.0),
@@ -140,21 +159,47 @@ def safe_filename(name: str) -> str:
     """The base name of an uploaded file, without folders or odd characters (for display only)."""
     base = re.split(r"[\\/]", name or "")[-1]
     base = re.sub(r"[^\w.\- ()]", "_", base).strip(" .")
-    return base[:200] or "upload"
+    if len(base) > MAX_NAME_CHARS:  # shorten the name, never the extension (it decides what is accepted)
+        stem, ext = os.path.splitext(base)
+        if len(ext) > 16:  # no real extension, just a dot in a long name
+            stem, ext = base, ""
+        base = stem[:MAX_NAME_CHARS - len(ext)].rstrip(" .") + ext
+    return base or "upload"
 
 
 @dataclass(frozen=True)
 class StoredInput:
-    rel_path: str  # relative to SHARED_DATA_DIR
+    rel_path: str  # the working copy, relative to SHARED_DATA_DIR (Job.input_file)
     name: str  # the user's file name, made safe
     duration: float
-    sample_rate: int
+    sample_rate: int  # of the upload
+
+
+def _audio_refusal(exc: AudioError, name: str) -> SubmitError:
+    """An AudioError about an upload as the user sees it: about their file, by its name (the loader
+    only knows our copy of it)."""
+    message = exc.message if f"'{name}'" in exc.message else f"{name}: {exc.message}"
+    return SubmitError(exc.code, message, "file")
+
+
+def _working_copy(cfg: Config, original: Path, name: str) -> tuple[Path, float, int]:
+    """Check ``original`` and write its working copy beside it: (the copy, duration, the upload's sample
+    rate). SubmitError when the audio cannot be used."""
+    try:
+        copy = write_working_copy(original, original.with_name(WORKING_NAME), min_seconds=cfg.min_audio_seconds,
+                                  max_seconds=cfg.max_audio_seconds, name=name)
+    except AudioError as exc:
+        raise _audio_refusal(exc, name) from None
+    return copy.path, copy.duration, copy.source_sample_rate
 
 
 def store_upload(cfg: Config, job_id: str, stream: BinaryIO, filename: str) -> StoredInput:
-    """Copy an upload into ``input/<job_id>/background.<ext>`` after checking that it is usable audio.
+    """Keep an upload as ``input/<job_id>/original.<ext>`` and, if it is usable audio, write its working
+    copy ``input/<job_id>/background.wav`` (at most 48 kHz and 2 channels; see
+    :func:`tmik_common.audio.write_working_copy`), the file every stage reads.
 
-    The size limit is enforced while copying, so an oversized upload never fills the disk. On any
+    The size limit is enforced while copying, so an oversized upload never fills the disk; the audio
+    check reads the header first, so a decompression bomb is refused before it is decoded. On any
     refusal the job's input folder is removed again.
     """
     name = safe_filename(filename)
@@ -164,10 +209,10 @@ def store_upload(cfg: Config, job_id: str, stream: BinaryIO, filename: str) -> S
                           f"{accepted_input(cfg)}", "file", 415)
     folder = cfg.shared_data_dir / "input" / job_id
     folder.mkdir(parents=True, exist_ok=False)
-    target = folder / f"background{ext}"
+    original = folder / f"{ORIGINAL_STEM}{ext}"
     try:
         written = 0
-        with open(target, "wb") as out:
+        with open(original, "wb") as out:
             while chunk := stream.read(1 << 20):
                 written += len(chunk)
                 if written > cfg.max_upload_bytes:
@@ -175,13 +220,9 @@ def store_upload(cfg: Config, job_id: str, stream: BinaryIO, filename: str) -> S
                                       f"{cfg.max_upload_bytes / 1048576:.0f} MB limit (MAX_UPLOAD_MB); "
                                       "upload a shorter track or a compressed format (FLAC, MP3)", "file", 413)
                 out.write(chunk)
-        try:
-            audio = load_audio(target, sample_rate=8000, mono=True, min_seconds=cfg.min_audio_seconds,
-                               max_seconds=cfg.max_audio_seconds)
-        except AudioError as exc:
-            raise SubmitError(exc.code, f"{name}: {exc.message}", "file") from None
-        return StoredInput(rel_path=target.relative_to(cfg.shared_data_dir).as_posix(), name=name,
-                           duration=audio.duration, sample_rate=audio.source_sample_rate)
+        working, duration, rate = _working_copy(cfg, original, name)
+        return StoredInput(rel_path=working.relative_to(cfg.shared_data_dir).as_posix(), name=name,
+                           duration=duration, sample_rate=rate)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -211,10 +252,20 @@ def job_folders(cfg: Config, job_id: str) -> list[Path]:
     return [cfg.shared_data_dir / sub / job_id for sub in ("input", "melody_results", "vocal_results")]
 
 
+def original_upload(cfg: Config, job: Job) -> Path | None:
+    """The job's upload as the user sent it (``input/<job>/original.<ext>``); None for a job stored before
+    uploads got a working copy (its ``input_file`` is the upload itself)."""
+    folder = cfg.shared_data_dir / "input" / job.id
+    return next((p for ext in AUDIO_EXTENSIONS if (p := folder / f"{ORIGINAL_STEM}{ext}").is_file()), None)
+
+
 def resolve_artifact(cfg: Config, job: Job, name: str) -> Path | None:
-    """The file behind artifact ``name`` of ``job``, only if it lies inside one of the job's folders."""
+    """The file behind artifact ``name`` of ``job``, only if it lies inside one of the job's folders.
+    ``input`` is the upload as the user sent it."""
     files = dict(job.artifacts or {})
-    files.setdefault("input", job.input_file)
+    if "input" not in files:
+        original = original_upload(cfg, job)
+        files["input"] = job.input_file if original is None else original.relative_to(cfg.shared_data_dir).as_posix()
     rel = files.get(name)
     if not isinstance(rel, str):
         return None
@@ -277,9 +328,9 @@ def rerun_job(cfg: Config, sessions: sessionmaker[Session], job: Job, overrides:
               owner: str | None = None, styles: list[str] | None = None) -> Job:
     """Queue a new job on ``job``'s input with its parameters, changed by ``overrides``.
 
-    The input file is copied into the new job's own input folder, so deleting either job leaves
-    the other whole. The old seed is kept unless ``overrides`` names one (null or "": a new random
-    seed), so a re-run with another style is the same melody sung differently.
+    The upload and its working copy are copied into the new job's own input folder, so deleting either
+    job leaves the other whole. The old seed is kept unless ``overrides`` names one (null or "": a new
+    random seed), so a re-run with another style is the same melody sung differently.
     """
     raw: dict[str, Any] = {k: v for k, v in (job.params or {}).items() if k in PARAM_NAMES}
     raw.update(overrides)
@@ -288,18 +339,88 @@ def rerun_job(cfg: Config, sessions: sessionmaker[Session], job: Job, overrides:
     if not source.is_relative_to((cfg.shared_data_dir / "input" / job.id).resolve()) or not source.is_file():
         raise SubmitError("input_missing", f"the input of job {job.id} is no longer there; upload the track "
                           "again", "file", 409)
+    original = original_upload(cfg, job)
     job_id = str(uuid.uuid4())
     folder = cfg.shared_data_dir / "input" / job_id
     folder.mkdir(parents=True, exist_ok=False)
-    target = folder / f"background{source.suffix.lower()}"
     try:
-        shutil.copyfile(source, target)
+        if original is not None:
+            shutil.copyfile(original, folder / original.name)
+            working = folder / WORKING_NAME
+            shutil.copyfile(source, working)
+        else:  # a job stored before working copies: its input is the upload; make the working copy now
+            kept = folder / f"{ORIGINAL_STEM}{source.suffix.lower()}"
+            shutil.copyfile(source, kept)
+            working = _working_copy(cfg, kept, job.input_name or kept.name)[0]
         if "input_seconds" in (job.params or {}):
             params["input_seconds"] = job.params["input_seconds"]
-        new = jobs.create_job(sessions, job_id=job_id, input_file=target.relative_to(cfg.shared_data_dir).as_posix(),
+        new = jobs.create_job(sessions, job_id=job_id, input_file=working.relative_to(cfg.shared_data_dir).as_posix(),
                               input_name=job.input_name, params=params, owner=owner)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     log.info("job %s queued as a re-run of %s: style %s, seed %d", new.id, job.id, params["style"], params["seed"])
     return new
+
+
+def _newest_change(folder: Path) -> float:
+    """The latest modification time of ``folder`` or anything in it (an upload in progress keeps it fresh)."""
+    newest = folder.lstat().st_mtime
+    for root, dirs, files in os.walk(folder):
+        for entry in dirs + files:
+            with contextlib.suppress(OSError):  # removed meanwhile
+                newest = max(newest, os.lstat(os.path.join(root, entry)).st_mtime)
+    return newest
+
+
+def sweep_orphan_uploads(cfg: Config, sessions: sessionmaker[Session], *,
+                         min_age_seconds: float = ORPHAN_UPLOAD_SECONDS) -> list[str]:
+    """Remove the ``input/<id>/`` folders an upload interrupted by a crash left behind: named like a job id,
+    no job row has that id, and nothing in the folder changed for ``min_age_seconds``. A folder with a job
+    row is never touched, nor one written to recently (an upload in progress). Returns the ids removed."""
+    root = cfg.shared_data_dir / "input"
+    now = time.time()
+    stale: dict[str, Path] = {}
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False) or not _JOB_ID_RE.fullmatch(entry.name):
+            continue
+        with contextlib.suppress(OSError):
+            if now - _newest_change(Path(entry.path)) >= min_age_seconds:
+                stale[entry.name] = Path(entry.path)
+    names = sorted(stale)
+    known: set[str] = set()
+    with sessions() as s:
+        for i in range(0, len(names), 500):
+            known.update(s.scalars(select(Job.id).where(Job.id.in_(names[i:i + 500]))))
+    removed = [name for name in names if name not in known]
+    for name in removed:
+        shutil.rmtree(stale[name], ignore_errors=True)
+    if removed:
+        log.info("removed %d input folder(s) left without a job by interrupted uploads: %s", len(removed),
+                 ", ".join(removed))
+    return removed
+
+
+def start_upload_sweeper(cfg: Config, sessions: sessionmaker[Session], *,
+                         interval_seconds: float = ORPHAN_SWEEP_INTERVAL_SECONDS) -> threading.Event:
+    """Run :func:`sweep_orphan_uploads` now, then every ``interval_seconds`` in a daemon thread (the app
+    calls it at start). Set the returned event to stop the thread."""
+    stop = threading.Event()
+
+    def sweep() -> None:
+        try:
+            sweep_orphan_uploads(cfg, sessions)
+        except Exception:  # a database that is briefly away: the next round tries again
+            log.exception("the sweep of interrupted uploads failed; it runs again in %.0f s", interval_seconds)
+
+    def loop() -> None:
+        while not stop.wait(interval_seconds):
+            sweep()
+
+    sweep()
+    threading.Thread(target=loop, name="upload-sweeper", daemon=True).start()
+    return stop

@@ -14,27 +14,41 @@ stays quick with thousands of jobs.
 
 When API keys are configured the UI asks for one (Gradio's login form; the password is the key).
 A user name is bound to the key it is first used with, so each login sees only its own key's jobs.
+
+Files: the track a musician gives "Generate Music" must be one this browser session uploaded
+(:class:`Uploads`; never a path on the server), and it is read in the handler's worker thread.
+Results are never handed to Gradio as files (which would copy them into its cache, served to
+anyone, kept after the job is deleted): players and downloads are plain ``<audio>``/``<a>``
+elements with signed links to the REST API's own file route (:mod:`app.access`), the pictures
+are inlined.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import html
 import json
 import logging
 import math
 import os
+import stat
 import threading
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import jobs, plots, submit
+from .access import LinkSigner
 from .context import AppContext, Unauthorized
 from .models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job
 from .services import ServiceUnavailable
@@ -42,6 +56,8 @@ from .services import ServiceUnavailable
 log = logging.getLogger(__name__)
 
 PER_PAGE = 20
+UPLOAD_SWEEP_S = 3600  # how often Gradio's upload folder is swept ...
+UPLOAD_KEEP_S = 6 * 3600  # ... of uploads older than this (a job has its own copy from the start)
 CREATE_POLL_S = 1.0
 DASHBOARD_POLL_S = 2.0
 DEFAULT_LUFS = -14.0
@@ -92,6 +108,13 @@ CSS = """
               color: #7f1d1d; }
 .tmik-warn { margin-top: 0.4em; color: #92400e; font-size: 0.88em; }
 #tmik-submit-error .tmik-error { margin-top: 0; }
+.tmik-player { display: flex; flex-direction: column; gap: 0.35em; }
+.tmik-player audio { width: 100%; }
+.tmik-label { font-weight: 600; font-size: 0.9em; color: #374151; }
+.tmik-picture img { max-width: 100%; height: auto; border-radius: 0.3em; }
+.tmik-files ul { margin: 0.3em 0 0 1.1em; padding: 0; }
+.tmik-files li { margin: 0.15em 0; }
+.tmik-small { font-size: 0.85em; color: #6b7280; }
 """
 
 
@@ -343,22 +366,23 @@ def ordered_artifacts(names: Sequence[str]) -> list[str]:
     return known + rest
 
 
-def artifact_paths(cfg, job: Job) -> list[str]:
-    """The files a job offers for download (only those inside the job's own folders), in order."""
+def artifact_files(cfg, job: Job) -> list[tuple[str, Path]]:
+    """The files a job offers for download, as (artifact name, path), in download order; only those
+    inside the job's own folders (:func:`submit.resolve_artifact`)."""
     out = []
     for name in ordered_artifacts(list((job.artifacts or {}).keys())):
         path = submit.resolve_artifact(cfg, job, name)
         if path is not None:
-            out.append(str(path))
+            out.append((name, path))
     return out
 
 
-def downloads_markdown(job: Job, paths: Sequence[str]) -> str:
-    """What each downloadable file is."""
-    if not paths:
-        return ""
-    lines = [f"- `{Path(p).name}`: {ARTIFACTS.get(Path(p).name, 'result file')}" for p in paths]
-    return "**Files**\n\n" + "\n".join(lines)
+def fmt_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.0f} KB"
+    return f"{n / 1048576:.1f} MB"
 
 
 def rerun_defaults(job: Job) -> dict[str, Any]:
@@ -436,34 +460,152 @@ def _waveform(cfg, job: Job):
 
 @dataclass
 class JobMedia:
-    mix: str | None = None
+    """What the results panel shows for a job. Links are signed URLs of the API's file route."""
+
+    mix: str | None = None  # the player's link
     vocal: str | None = None
-    analysis_png: str | None = None
+    analysis_png: str | None = None  # pictures on disk, inlined into the page
     roll_png: str | None = None
     checks_md: str = ""
-    files: list[str] = field(default_factory=list)
-    files_md: str = ""
+    files: list[tuple[str, str, int]] = field(default_factory=list)  # (name, download link, bytes)
 
     @property
     def empty(self) -> bool:
         return not (self.mix or self.vocal or self.analysis_png or self.roll_png or self.files)
 
 
-def job_media(cfg, job: Job) -> JobMedia:
-    """Everything the results panel shows for a job: players, pictures, checks, downloads."""
+def job_media(cfg, job: Job, links: LinkSigner) -> JobMedia:
+    """Everything the results panel shows for a job: players, pictures, checks, downloads. Every link
+    is made for the job's owner, so it opens this job's files only, for ``links.ttl_s`` seconds."""
+    def link(name: str, download: bool = False) -> str:
+        return links.file_url(job.id, name, job.owner, download=download)
+
     def first(*names: str) -> str | None:
         for name in names:
-            path = submit.resolve_artifact(cfg, job, name)
-            if path is not None:
-                return str(path)
+            if submit.resolve_artifact(cfg, job, name) is not None:
+                return link(name)
         return None
 
     analysis_png, roll_png = job_plots(cfg, job)
-    files = artifact_paths(cfg, job)
+    files = [(name, link(name, download=True), path.stat().st_size) for name, path in artifact_files(cfg, job)]
     return JobMedia(mix=first("mix.mp3", "mix.wav"), vocal=first("vocal_fx.wav", "vocal.wav"),
                     analysis_png=analysis_png, roll_png=roll_png,
                     checks_md=checks_markdown(job.checks) if job.state == SUCCEEDED or job.checks else "",
-                    files=files, files_md=downloads_markdown(job, files))
+                    files=files)
+
+
+def player_html(label: str, url: str | None) -> str:
+    """A plain ``<audio>`` player of ``url`` (a signed link) with its label and a download link."""
+    if not url:
+        return ""
+    src = html.escape(url, quote=True)
+    name = html.escape(url.split("?", 1)[0].rsplit("/", 1)[-1])
+    return (f'<div class="tmik-player"><div class="tmik-label">{html.escape(label)}</div>'
+            f'<audio controls preload="metadata" src="{src}"></audio>'
+            f'<a class="tmik-small" href="{src}&amp;download=1" download="{name}">Download {name}</a></div>')
+
+
+def picture_html(path: str | None, alt: str) -> str:
+    """A picture inlined as a data URI (it is drawn for this page; nothing to serve or to cache)."""
+    if not path:
+        return ""
+    try:
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    except OSError:
+        log.exception("cannot read the picture %s", path)
+        return ""
+    name = html.escape(Path(path).name)
+    return (f'<figure class="tmik-picture"><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+            f'<figcaption class="tmik-small">{html.escape(alt)} · <a href="data:image/png;base64,{data}" '
+            f'download="{name}">Download {name}</a></figcaption></figure>')
+
+
+def downloads_html(files: Sequence[tuple[str, str, int]]) -> str:
+    """Every file of the job as a download link (a signed link), with what it is and its size."""
+    if not files:
+        return ""
+    items = "".join(f'<li><a href="{html.escape(url, quote=True)}" download="{html.escape(name)}">{html.escape(name)}'
+                    f'</a> — {html.escape(ARTIFACTS.get(name, "result file"))} '
+                    f'<span class="tmik-small">({fmt_bytes(size)})</span></li>' for name, url, size in files)
+    return f'<div class="tmik-files"><div class="tmik-label">Downloads</div><ul>{items}</ul></div>'
+
+
+# =========================================================================== uploads
+
+SESSION_COOKIE = "tmik_session"  # set by app.app on the first response; names a browser session
+UPLOAD_PATHS = ("/gradio_api/upload",)  # Gradio's upload route (app.app records what it stores)
+_MAX_SESSIONS = 10_000
+_MAX_UPLOADS_PER_SESSION = 200
+
+
+class UploadRefused(ValueError):
+    """The track an event names is not a file this session uploaded."""
+
+
+def session_of(cookie_header: str | None) -> str | None:
+    """The UI session id from a ``Cookie`` header (None when there is none)."""
+    if not cookie_header:
+        return None
+    try:
+        jar = SimpleCookie(cookie_header)
+    except CookieError:
+        return None
+    morsel = jar.get(SESSION_COOKIE)
+    return morsel.value if morsel is not None and morsel.value else None
+
+
+def _header(request: gr.Request | None, name: str) -> str | None:
+    """One header of the request an event came with (Gradio hands a mapping or, restored, an object)."""
+    headers = getattr(request, "headers", None) if request is not None else None
+    try:
+        value = headers.get(name) if hasattr(headers, "get") else headers[name]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+class Uploads:
+    """Which browser session uploaded which file (through Gradio's upload route), so an event can
+    only use a track its own session uploaded: never a path on the server, nor another session's
+    upload. Thread-safe; remembers the latest uploads of the most recent sessions."""
+
+    def __init__(self) -> None:
+        self._by_session: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def record(self, session: str, paths: Iterable[Any]) -> None:
+        """The files Gradio's upload route stored for ``session`` (its answer: a list of paths)."""
+        with self._lock:
+            mine = self._by_session.setdefault(session, OrderedDict())
+            self._by_session.move_to_end(session)
+            for path in paths:
+                if isinstance(path, str) and path:
+                    key = os.path.abspath(path)
+                    mine[key] = None
+                    mine.move_to_end(key)
+            while len(mine) > _MAX_UPLOADS_PER_SESSION:
+                mine.popitem(last=False)
+            while len(self._by_session) > _MAX_SESSIONS:
+                self._by_session.popitem(last=False)
+
+    def open(self, session: str | None, path: Any) -> BinaryIO:
+        """The upload ``path`` of ``session``, opened for reading (a regular file, not a link; nothing
+        is read yet). UploadRefused otherwise."""
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise UploadRefused("not an uploaded file")
+        key = os.path.abspath(path)  # the folders are Gradio's own; the file itself must not be a link
+        with self._lock:
+            known = session is not None and key in self._by_session.get(session, ())
+        if not known:
+            raise UploadRefused("not uploaded in this session")
+        try:  # non-blocking: not even a FIFO could hold this thread
+            fd = os.open(key, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise UploadRefused(f"cannot be opened ({exc.strerror})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UploadRefused("not a regular file")
+        return os.fdopen(fd, "rb")
 
 
 # =========================================================================== API keys
@@ -501,7 +643,27 @@ class KeyAuth:
 
 
 AUTH_MESSAGE = ("This server needs an API key. Enter any user name and your API key as the password. "
-                "A user name stays tied to the key it was first used with.")
+                "A user name stays tied to the key it was first used with. After 10 wrong keys within a "
+                "minute, logins from your address are paused for up to a minute (the form does not react).")
+
+DATABASE_DOWN = "The jobs database cannot be reached right now; try again in a moment."
+SERVICE_DOWN = "A service this needs cannot be reached right now; try again in a moment."
+
+
+def plain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An event handler whose database and service faults reach the page as a plain message (never
+    the driver's SQL or a service's address; the details go to the log)."""
+    @functools.wraps(fn)
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SQLAlchemyError:
+            log.exception("database error in the web UI (%s)", fn.__name__)
+            raise gr.Error(DATABASE_DOWN) from None
+        except ServiceUnavailable as exc:
+            log.warning("service unavailable in the web UI (%s): %s", fn.__name__, exc)
+            raise gr.Error(SERVICE_DOWN) from None
+    return handler
 
 
 # =========================================================================== the Blocks
@@ -509,7 +671,8 @@ AUTH_MESSAGE = ("This server needs an API key. Enter any user name and your API 
 
 @dataclass
 class _Results:
-    """The components of one results panel (the Create tab's, the dashboard's)."""
+    """The components of one results panel (the Create tab's, the dashboard's): plain HTML, so no
+    result file ever passes through Gradio (see the module's docstring)."""
 
     box: Any
     mix: Any
@@ -518,48 +681,49 @@ class _Results:
     roll: Any
     checks: Any
     files: Any
-    files_md: Any
 
     @property
     def outputs(self) -> list[Any]:
-        return [self.box, self.mix, self.vocal, self.analysis, self.roll, self.checks, self.files, self.files_md]
+        return [self.box, self.mix, self.vocal, self.analysis, self.roll, self.checks, self.files]
 
     @staticmethod
     def values(media: JobMedia | None) -> list[Any]:
         if media is None or media.empty:
-            return [gr.update(visible=False), None, None, None, None, "", None, ""]
-        return [gr.update(visible=True), media.mix, media.vocal, media.analysis_png, media.roll_png,
-                media.checks_md, media.files or None, media.files_md]
+            return [gr.update(visible=False), "", "", "", "", "", ""]
+        return [gr.update(visible=True), player_html("Mix (the finished song)", media.mix),
+                player_html("Vocal", media.vocal),
+                picture_html(media.analysis_png, "Analysis: waveform, beats (grey), downbeats (red), chords, "
+                                                 "sections"),
+                picture_html(media.roll_png, "Melody: piano roll with the sung syllables"),
+                media.checks_md, downloads_html(media.files)]
 
     @staticmethod
     def unchanged() -> list[Any]:
-        return [gr.skip()] * 8
+        return [gr.skip()] * 7
 
 
 def _results_panel(prefix: str) -> _Results:
     with gr.Column(visible=False, elem_id=f"{prefix}-results") as box:
         with gr.Row():
-            mix = gr.Audio(label="Mix (the finished song)", type="filepath", interactive=False,
-                           elem_id=f"{prefix}-mix", buttons=["download"])
-            vocal = gr.Audio(label="Vocal", type="filepath", interactive=False, elem_id=f"{prefix}-vocal",
-                             buttons=["download"])
-        analysis = gr.Image(label="Analysis: waveform, beats (grey), downbeats (red), chords, sections",
-                            type="filepath", format="png", interactive=False, show_label=False,
-                            elem_id=f"{prefix}-analysis", buttons=["download"])
-        roll = gr.Image(label="Melody: piano roll with the sung syllables", type="filepath", format="png",
-                        interactive=False, show_label=False,
-                        elem_id=f"{prefix}-roll", buttons=["download"])
+            mix = gr.HTML(elem_id=f"{prefix}-mix")
+            vocal = gr.HTML(elem_id=f"{prefix}-vocal")
+        analysis = gr.HTML(elem_id=f"{prefix}-analysis")
+        roll = gr.HTML(elem_id=f"{prefix}-roll")
         checks = gr.Markdown(elem_id=f"{prefix}-checks")
-        files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id=f"{prefix}-files")
-        files_md = gr.Markdown(elem_id=f"{prefix}-files-md")
-    return _Results(box, mix, vocal, analysis, roll, checks, files, files_md)
+        files = gr.HTML(elem_id=f"{prefix}-files")
+    return _Results(box, mix, vocal, analysis, roll, checks, files)
 
 
-def build_ui(ctx: AppContext, auth: KeyAuth | None = None) -> gr.Blocks:
-    """The Gradio app: the Create tab and the Jobs Dashboard, over ``ctx``'s database and services."""
+def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | None = None) -> gr.Blocks:
+    """The Gradio app: the Create tab and the Jobs Dashboard, over ``ctx``'s database and services.
+
+    ``uploads`` is filled by the app's wrapper around Gradio's upload route (:mod:`app.app`); the
+    Create tab only takes a track found there for the event's session.
+    """
     cfg = ctx.cfg
     if ctx.keys_required and auth is None:
         auth = KeyAuth(ctx)
+    uploads = uploads if uploads is not None else Uploads()
 
     def owner_of(request: gr.Request | None) -> str | None:
         if not ctx.keys_required:
@@ -584,7 +748,9 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None) -> gr.Blocks:
         return job
 
     limit_mb = cfg.max_upload_bytes / 1048576
-    with gr.Blocks(title="TMIK — AI music generation", analytics_enabled=False) as blocks:
+    # Gradio's own uploads (its upload folder) are removed after UPLOAD_KEEP_S; each job keeps its own copy.
+    with gr.Blocks(title="TMIK — AI music generation", analytics_enabled=False,
+                   delete_cache=(UPLOAD_SWEEP_S, UPLOAD_KEEP_S)) as blocks:
         gr.Markdown("# TMIK: upload an instrumental, get back a sung song")
         with gr.Tabs():
             # ------------------------------------------------------------------ Create
@@ -691,28 +857,39 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None) -> gr.Blocks:
         style_in.change(lambda name: style_info(styles_now(), name), style_in, style_md, show_progress="hidden")
 
         # ====================================================================== events: Create
+        @plain_errors
         def generate(audio_path, lyrics, sensitivity, randomness, style, seed, lufs, request: gr.Request):
+            # A plain (not async) handler: Gradio runs it in a worker thread, so reading the track never
+            # holds up the event loop.
             owner = owner_of(request)
             refused = [gr.skip()] * 3 + _Results.unchanged()
-            if not audio_path:
-                msg = f"Upload a background track first ({submit.accepted_input(ctx.cfg)})."
+
+            def refuse(msg: str) -> list[Any]:
                 gr.Warning(msg)
                 return [error_html(msg), *refused]
+
+            if not audio_path:
+                return refuse(f"Upload a background track first ({submit.accepted_input(ctx.cfg)}).")
             raw = form_params(sensitivity, randomness, style, seed, lyrics, lufs)
+            session = session_of(_header(request, "cookie"))
+            try:
+                fh = uploads.open(session, audio_path)
+            except (UploadRefused, OSError) as exc:
+                log.warning("generate refused from %s: %s is %s", getattr(request, "client", None), audio_path,
+                            exc if isinstance(exc, UploadRefused) else f"unreadable ({exc})")
+                return refuse("Not started (file): use the upload box for the track; the file this request names "
+                              "was not uploaded in this browser session (reload the page and upload it again).")
             styles = [s["name"] for s in styles_now() or []] or None
             try:
-                with open(audio_path, "rb") as fh:
+                with fh:
                     job = submit.submit_job(cfg, ctx.sessions, fh, Path(audio_path).name, raw, owner=owner,
                                             styles=styles)
             except submit.SubmitError as exc:
                 where = f" ({exc.field})" if exc.field else ""
-                msg = f"Not started{where}: {exc.message}"
-                gr.Warning(msg)
-                return [error_html(msg), *refused]
-            except OSError as exc:
-                msg = f"Not started: the upload could not be read ({exc})."
-                gr.Warning(msg)
-                return [error_html(msg), *refused]
+                return refuse(f"Not started{where}: {exc.message}")
+            except OSError:
+                log.exception("generate: cannot read the upload %s", audio_path)
+                return refuse("Not started: the upload could not be read; upload it again.")
             return ["", job.id, status_html(job), gr.Timer(active=True), *_Results.values(None)]
 
         generate_btn.click(
@@ -720,18 +897,20 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None) -> gr.Blocks:
             [create_error, create_job, create_status, create_timer, *create_results.outputs],
             concurrency_limit=4)
 
+        @plain_errors
         def follow(job_id, request: gr.Request):
             job = load_job(job_id, request)
             if job is None:
                 return ["", gr.Timer(active=False), *_Results.unchanged()]
             if job.state not in FINISHED:
                 return [status_html(job), gr.skip(), *_Results.unchanged()]
-            return [status_html(job), gr.Timer(active=False), *_Results.values(job_media(cfg, job))]
+            return [status_html(job), gr.Timer(active=False), *_Results.values(job_media(cfg, job, ctx.links))]
 
         create_timer.tick(follow, create_job, [create_status, create_timer, *create_results.outputs],
                           show_progress="hidden", concurrency_limit=None)
 
         # ====================================================================== events: dashboard
+        @plain_errors
         def dash_page(page, selected_id, shown, request: gr.Request):
             """The table for ``page``, and the selected job's status (its media once it changes state)."""
             owner = owner_of(request)
@@ -756,7 +935,8 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None) -> gr.Blocks:
                 return [gr.update(visible=False), "", gr.update(visible=False), "", gr.skip(), "",
                         *_Results.values(None)]
             key = f"{job.id}:{job.state}"
-            media = _Results.values(job_media(cfg, job)) if full or key != shown else _Results.unchanged()
+            media = (_Results.values(job_media(cfg, job, ctx.links)) if full or key != shown
+                     else _Results.unchanged())
             return [gr.update(visible=True), status_html(job),
                     gr.update(visible=job.state in (QUEUED, RUNNING) and not job.cancel_requested),
                     detail_markdown(job), table_frame(event_rows(events), EVENT_HEADERS), key, *media]
@@ -787,6 +967,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None) -> gr.Blocks:
 
         rerun_fields = [r_sens, r_rand, r_style, r_seed, r_lyrics, r_lufs]
 
+        @plain_errors
         def select_job(ids, evt: gr.SelectData, request: gr.Request):
             row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
             if not isinstance(row, int) or not 0 <= row < len(ids or []):
@@ -801,6 +982,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None) -> gr.Blocks:
 
         table.select(select_job, ids_state, [selected, *detail_outputs, *rerun_fields], show_progress="hidden")
 
+        @plain_errors
         def cancel(job_id, shown, request: gr.Request):
             if job_id:
                 try:
@@ -815,6 +997,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None) -> gr.Blocks:
 
         cancel_btn.click(cancel, [selected, shown_state], detail_outputs, show_progress="hidden")
 
+        @plain_errors
         def rerun(job_id, sensitivity, randomness, style, seed, lyrics, lufs, request: gr.Request):
             owner = owner_of(request)
             job = load_job(job_id, request)
@@ -831,6 +1014,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None) -> gr.Blocks:
             gr.Info(f"Queued as job {new.id[:8]}; it is at the top of the list.")
             return [new.id, 1]
 
+        @plain_errors
         def show_new(page, selected_id, request: gr.Request):
             return dash_page(page, selected_id, "", request)
 

@@ -38,11 +38,11 @@ def _task_type(name: str, data_dir: Path, behaviour: FakeBehaviour) -> TaskType:
             resolve_input(data_dir, rel, "input")
         if behaviour.refuse:
             raise InvalidParams(behaviour.refuse, f"refused by the test ({behaviour.refuse})")
-        with behaviour.lock:
-            behaviour.submissions[(name, request.job_id)] += 1
-            behaviour.params.append((name, request.job_id, dict(request.params)))
 
         def work(progress) -> dict[str, str]:
+            with behaviour.lock:  # counted where it runs: the runner prepares a task again to run it
+                behaviour.submissions[(name, request.job_id)] += 1
+                behaviour.params.append((name, request.job_id, dict(request.params)))
             steps = 10
             for i in range(steps):
                 progress("working", i / steps)
@@ -81,14 +81,22 @@ class FakeService:
             def styles():
                 return {"styles": STYLES}
 
-        self.app = create_task_app(name=f"fake-{kind}", task_types={task.name: task}, data_dir=data_dir,
-                                   workers=4, version="test", extra_routes=extra if kind == "vocal" else None)
+        # Named as the real services are, so their task folders are the real ones: tasks/<service>/.
+        self.app = create_task_app(name=f"{kind}-service" if kind == "melody" else "vocal-mix-service",
+                                   task_types={task.name: task}, data_dir=data_dir, workers=4, version="test",
+                                   extra_routes=extra if kind == "vocal" else None)
         self.server = make_server("127.0.0.1", port, self.app, threaded=True)
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    @property
+    def runner(self):
+        return next(iter(v for v in self.app.extensions.values() if hasattr(v, "runner"))).runner
+
     def stop(self) -> None:
+        """Stop as a service does on SIGTERM: running tasks end interrupted, queued ones stay queued."""
         self.server.shutdown()
         self.server.server_close()
+        self.runner.close(cancel=True, wait=True, timeout=5)

@@ -149,7 +149,7 @@ def test_upload_queues_a_job(api):
     assert job["state"] == "queued" and job["input_name"] == "track.wav"
     assert job["params"] == {"sensitivity": 0.7, "randomness": 0.2, "style": "soft_warm", "seed": 42,
                              "lyrics": "[Verse]\nhello world", "target_lufs": -16.0, "input_seconds": 6.0}
-    stored = ctx.cfg.shared_data_dir / "input" / job["id"] / "background.wav"
+    stored = ctx.cfg.shared_data_dir / "input" / job["id"] / "original.wav"  # as uploaded; stages read background.wav
     assert stored.read_bytes() == WAV
     assert job["files"] == [{"name": "input", "url": f"/api/jobs/{job['id']}/files/input", "size": len(WAV)}]
     detail = client.get(f"/api/jobs/{job['id']}").get_json()
@@ -229,7 +229,7 @@ def test_a_path_in_the_file_name_stays_inside_the_jobs_folder(api, tmp_path, fil
     job = resp.get_json()
     assert "/" not in job["input_name"] and "\\" not in job["input_name"] and ".." not in job["input_name"]
     new = {p for p in files_under(tmp_path) - before if not p.name.startswith("jobs.db")}
-    assert new == {ctx.cfg.shared_data_dir / "input" / job["id"] / "background.wav"}
+    assert new == {ctx.cfg.shared_data_dir / "input" / job["id"] / name for name in ("original.wav", "background.wav")}
 
 
 @pytest.mark.parametrize("fields, code, field", [
@@ -353,7 +353,7 @@ def test_rerun_with_changed_parameters(api):
     assert new["id"] != old["id"] and resp.headers["Location"] == f"/api/jobs/{new['id']}"
     assert new["params"] == {**old["params"], "style": "soft_warm", "randomness": 0.9}
     data = ctx.cfg.shared_data_dir
-    assert (data / "input" / new["id"] / "background.wav").read_bytes() == WAV
+    assert (data / "input" / new["id"] / "original.wav").read_bytes() == WAV
     # Form body; an empty seed asks for a new random one; the old job can go, the new keeps its input.
     resp = client.post(f"/api/jobs/{old['id']}/rerun", data={"seed": "", "lyrics": ""})
     assert resp.status_code == 201
@@ -469,3 +469,126 @@ def test_finished_states_cover_delete(api):
         job = upload(client).get_json()
         set_state(ctx, job["id"], state)
         assert client.delete(f"/api/jobs/{job['id']}").status_code == 204
+
+
+# --------------------------------------------------------------------------- issue 12: chunked bodies, rerun, errors, limits
+
+
+def _multipart(data: bytes, filename: str = "track.wav", **fields: str) -> tuple[bytes, str]:
+    boundary = "tmikboundary1234"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                 "Content-Type: audio/wav\r\n\r\n".encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.fixture
+def asgi_api(make_api):
+    """make(**config) -> (an HTTP client of the whole app as it is served, through a2wsgi, ctx)."""
+    from fastapi.testclient import TestClient
+
+    from app.app import create_asgi
+
+    clients = []
+
+    def make(**overrides):
+        flask_client, ctx = make_api(**overrides)
+        client = TestClient(create_asgi(ctx, api_app=flask_client.application))
+        clients.append(client)
+        return client, ctx
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def test_a_chunked_upload_is_read_and_bounded(asgi_api):
+    client, ctx = asgi_api(max_upload_bytes=100_000)
+    body, ctype = _multipart(WAV, seed="5")
+
+    def chunks(data: bytes):  # a generator body: sent with Transfer-Encoding: chunked, no Content-Length
+        for i in range(0, len(data), 4096):
+            yield data[i:i + 4096]
+
+    resp = client.post("/api/jobs", content=chunks(body), headers={"Content-Type": ctype})
+    assert resp.status_code == 201, resp.text
+    job = resp.json()
+    assert job["params"]["seed"] == 5 and job["input_name"] == "track.wav"
+    assert job["params"]["input_seconds"] == 6.0  # the whole track arrived
+    big, ctype = _multipart(WAV * 40)  # far over MAX_UPLOAD_MB: refused while it streams in
+    resp = client.post("/api/jobs", content=chunks(big), headers={"Content-Type": ctype})
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "file_too_large"
+    assert [p.name for p in (ctx.cfg.shared_data_dir / "input").iterdir()] == [job["id"]]
+
+
+@pytest.mark.parametrize("kwargs", [{"json": {"file": "other.wav"}}, {"json": {"file": None, "seed": 3}},
+                                    {"data": {"file": "x.wav"}}])
+def test_rerun_refuses_a_file_field(api, kwargs):
+    client, ctx = api
+    old = upload(client).get_json()
+    resp = client.post(f"/api/jobs/{old['id']}/rerun", **kwargs)
+    assert resp.status_code == 422 and err(resp)["code"] == "unknown_param" and err(resp)["field"] == "file"
+    assert "old job's input" in err(resp)["message"]
+    assert [p.name for p in (ctx.cfg.shared_data_dir / "input").iterdir()] == [old["id"]]
+
+
+@pytest.mark.parametrize("error", ["operational", "interface", "pool"])
+def test_database_errors_are_503_without_sql(api, monkeypatch, error):
+    from sqlalchemy.exc import InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    client, _ = api
+    fault = {"operational": OperationalError("SELECT jobs.id FROM jobs WHERE jobs.owner = ?", {}, Exception("locked")),
+             "interface": InterfaceError("UPDATE jobs SET state=%(state)s", {}, Exception("connection closed")),
+             "pool": PoolTimeout("QueuePool limit of size 5 overflow 10 reached")}[error]
+
+    def broken(*args, **kwargs):
+        raise fault
+
+    monkeypatch.setattr(jobs, "list_jobs", broken)
+    monkeypatch.setattr(jobs, "get_job", broken)
+    for path in ("/api/jobs", f"/api/jobs/{uuid.uuid4()}"):
+        resp = client.get(path)
+        assert resp.status_code == 503 and resp.headers["Retry-After"]
+        assert err(resp) == {"code": "database_unavailable", "message": "the jobs database cannot be reached; try "
+                                                                        "again soon"}
+        assert "SELECT" not in resp.text and "UPDATE" not in resp.text and "QueuePool" not in resp.text
+
+
+def test_wrong_keys_are_limited_per_address(make_api):
+    from app.access import AUTH_FAILURE_LIMIT
+
+    client, _ = make_api(api_keys=("key-one",))
+    for _ in range(AUTH_FAILURE_LIMIT * 2):  # no key at all is not a guess, and successes do not count
+        assert client.get("/api/jobs").status_code == 401
+        assert client.get("/api/jobs", headers={"X-API-Key": "key-one"}).status_code == 200
+    for i in range(AUTH_FAILURE_LIMIT):
+        assert client.get("/api/jobs", headers={"Authorization": f"Bearer guess{i}"}).status_code == 401
+    for headers in ({"X-API-Key": "key-one"}, {"X-API-Key": "guess"}, {}):  # refused before any check
+        resp = client.get("/api/jobs", headers=headers)
+        assert resp.status_code == 429 and err(resp)["code"] == "too_many_failures"
+        assert 1 <= int(resp.headers["Retry-After"]) <= 60
+    assert client.get("/api/health").status_code == 200
+    # Another address is not affected.
+    resp = client.get("/api/jobs", headers={"X-API-Key": "key-one"}, environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert resp.status_code == 200
+    doc = client.get("/api/openapi.json").get_json()
+    assert "429" in doc["paths"]["/api/jobs"]["get"]["responses"]
+    assert {p["name"] for p in doc["paths"]["/api/jobs/{job_id}/files/{name}"]["get"]["parameters"]} >= {"exp", "sig"}
+
+
+def test_forged_file_links_count_as_failures(make_api):
+    from app.access import AUTH_FAILURE_LIMIT
+    from app.context import key_fingerprint
+
+    client, ctx = make_api(api_keys=("key-one",))
+    job = upload(client, headers={"X-API-Key": "key-one"}).get_json()
+    good = ctx.links.file_url(job["id"], "input", key_fingerprint("key-one"))
+    assert client.get(good).data == WAV
+    assert client.get(ctx.links.file_url(job["id"], "input", None)).status_code == 401  # made for another owner
+    for i in range(AUTH_FAILURE_LIMIT - 1):
+        resp = client.get(f"/api/jobs/{job['id']}/files/input?exp=9999999999&sig=forged{i}")
+        assert resp.status_code == 401 and err(resp)["code"] == "unauthorized"
+    assert client.get(good).status_code == 429

@@ -63,3 +63,33 @@ def test_a_text_file_named_wav_is_refused(tmp_path: Path, capsys) -> None:
 def test_missing_out_is_explained(track: Path, capsys) -> None:
     assert cli.main(["generate", str(track)]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_a_crash_in_a_stage_ends_the_command_with_a_message(track: Path, tmp_path: Path) -> None:
+    # Before: a segfault in the vocal stage's qc (a broken numba cache) killed the CLI without a word.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "generate", str(track), "--out", str(tmp_path / "o"),
+                             "--no-progress"], cwd=repo, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # follow its progress until the vocal stage runs
+            lines.append(line)
+            if "vocal:" in line:
+                break
+        child = next(int(p) for t in Path(f"/proc/{proc.pid}/task").iterdir()
+                     for p in (t / "children").read_text().split()
+                     if "tmik_common.task_child" in Path(f"/proc/{p}/cmdline").read_text())
+        os.kill(child, signal.SIGSEGV)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = "".join(lines) + rest
+    assert proc.returncode == 1, err[-2000:]
+    assert "error: the vocal stage failed" in err and "SIGSEGV" in err and "[task_crashed]" in err

@@ -7,12 +7,15 @@ and every error code, each from the kind of file a musician could really upload.
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from flac_files import write_square_flac
 
 from tmik_common.audio import (
     MAX_SAMPLE_RATE,
@@ -20,6 +23,9 @@ from tmik_common.audio import (
     Audio,
     AudioError,
     load_audio,
+    max_decoded_bytes,
+    probe_audio,
+    write_working_copy,
 )
 
 HAS_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
@@ -386,3 +392,200 @@ def test_unsupported_sample_rate(tmp_path, rate):
 def test_audio_error_is_a_value_error_with_stable_code(tmp_path):
     with pytest.raises(ValueError):
         load_audio(tmp_path / "missing.wav")
+
+
+def test_messages_call_the_file_by_the_name_given(tmp_path):
+    path = tmp_path / "original.wav"
+    path.write_bytes(b"These are my lyrics, not audio.\n" * 50)
+    err = error_of(path, name="My Song (final).wav")
+    assert err.code == "not_audio"
+    assert "My Song (final).wav" in err.message and "original" not in err.message
+    assert "My Song (final).wav" in error_of(tmp_path / "gone.wav", name="My Song (final).wav").message
+
+
+# ------------------------------------------------------------------------------ out-of-range floats
+
+
+def test_float_samples_far_beyond_full_scale_are_refused(tmp_path):
+    data = tone(22050)
+    data[1000] = 1e30  # a damaged float file; it used to "succeed" as a song at -38 LUFS
+    err = error_of(write(tmp_path / "huge.wav", data, 22050, subtype="FLOAT"))
+    assert err.code == "out_of_range_samples"
+    assert "+40 dBFS" in err.message and "+600 dBFS" in err.message
+
+
+def test_a_hot_float_master_a_little_over_full_scale_loads(tmp_path):
+    data = 8.0 * tone(22050)  # peak about +12 dBFS: loud, but a mix, not damage
+    audio = load_audio(write(tmp_path / "hot.wav", data, 22050, subtype="FLOAT"), sample_rate=None)
+    assert np.max(np.abs(audio.samples)) == pytest.approx(np.max(np.abs(data)), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ decoded size (bombs)
+
+BOMB_SECONDS = 899.9  # under the 15-minute limit: only its decoded size gives it away
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fail the test if libsndfile decodes a single sample: the refusal must come from the header."""
+    def decoded(*args, **kwargs):
+        raise AssertionError("the file was decoded")
+
+    monkeypatch.setattr(sf.SoundFile, "read", decoded)
+    monkeypatch.setattr(sf, "read", decoded)
+
+
+def test_flac_bomb_is_refused_from_its_header(tmp_path, no_decoding):
+    # 15 minutes of a quiet square wave, 8 channels at 192 kHz: 1.4 MB of FLAC, 5.3 GB decoded.
+    bomb = write_square_flac(tmp_path / "bomb.flac", 192_000, 8, BOMB_SECONDS)
+    assert bomb.stat().st_size < 2 * 1024 * 1024
+
+    err = error_of(bomb)
+
+    assert err.code == "too_large_decoded"
+    assert "5273 MB" in err.message and "8 channels at 192 kHz" in err.message
+    assert "MAX_DECODED_MB" in err.message and "stereo at 44.1 or 48 kHz" in err.message
+    target = tmp_path / "background.wav"
+    with pytest.raises(AudioError) as info:
+        write_working_copy(bomb, target)
+    assert info.value.code == "too_large_decoded"
+    assert list(tmp_path.iterdir()) == [bomb]  # no working copy, no partial file
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(192_000, 2), (48_000, 8), (96_000, 6)])
+def test_fifteen_minutes_of_hi_res_stereo_or_surround_pass_the_decoded_size_limit(tmp_path, no_decoding,
+                                                                                 rate, channels):
+    path = write_square_flac(tmp_path / "long.flac", rate, channels, BOMB_SECONDS)
+
+    header = probe_audio(path)
+
+    assert (header.sample_rate, header.channels) == (rate, channels)
+    assert header.decoded_bytes == header.frames * channels * 4 < max_decoded_bytes()
+    assert header.frames == pytest.approx(BOMB_SECONDS * rate, abs=4096)
+
+
+def test_max_decoded_mb_sets_the_limit(tmp_path, monkeypatch):
+    path = write_square_flac(tmp_path / "short.flac", 48_000, 2, SECONDS + 0.5)  # 2.3 MB decoded
+    monkeypatch.setenv("MAX_DECODED_MB", "2")
+    assert error_of(path).code == "too_large_decoded"
+    assert "at most 2 MB" in error_of(path).message
+    monkeypatch.setenv("MAX_DECODED_MB", "3")
+    assert load_audio(path).duration == pytest.approx(SECONDS + 0.5, abs=0.1)
+    for bad in ("0", "lots"):
+        monkeypatch.setenv("MAX_DECODED_MB", bad)
+        with pytest.raises(ValueError, match="MAX_DECODED_MB"):
+            load_audio(path)
+
+
+def test_a_wav_header_claiming_more_than_the_file_holds_is_incomplete_not_a_bomb(tmp_path):
+    path = write(tmp_path / "cut.wav", multichannel(192_000, 8, seconds=0.5), 192_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"data")
+    data[at + 4:at + 8] = struct.pack("<I", 900 * 192_000 * 8 * 2)  # "15 minutes": 2.8 GB of samples
+    path.write_bytes(bytes(data))
+
+    err = error_of(path)
+
+    assert err.code == "corrupt_audio" and "incomplete" in err.message
+
+
+@needs_ffmpeg
+def test_flac_of_unknown_length_loads(tmp_path):
+    # Streaming encoders leave STREAMINFO's length at 0 ("unknown"); libsndfile then cannot read the
+    # file block by block, so it goes through ffmpeg, which decodes it whole.
+    path = write_square_flac(tmp_path / "streamed.flac", 48_000, 2, SECONDS + 0.5, declared_frames=0)
+
+    audio = load_audio(path, sample_rate=None, mono=False)
+
+    assert audio.samples.shape == (2, int((SECONDS + 0.5) * 48_000) // 4096 * 4096)
+    assert np.max(np.abs(audio.samples)) == pytest.approx(200 / 32768)
+
+
+@needs_ffmpeg
+def test_a_header_that_hides_the_length_is_stopped_by_the_running_count(tmp_path):
+    path = write_square_flac(tmp_path / "hidden.flac", 48_000, 8, 60.0, declared_frames=0)  # 88 MB decoded
+
+    assert error_of(path, max_decoded_mb=4).code == "too_large_decoded"
+    err = error_of(path, max_seconds=10.0)
+    assert err.code == "too_long" and "0:10" in err.message
+
+
+def test_memory_stays_bounded_while_mixing_down_and_resampling(tmp_path):
+    # One minute of 192 kHz 8-channel audio decodes to 352 MB; mixed to mono at 8 kHz it is 2 MB.
+    path = write_square_flac(tmp_path / "wide.flac", 192_000, 8, 60.0)
+    tracemalloc.start()
+    try:
+        audio = load_audio(path, sample_rate=8000, mono=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert audio.duration == pytest.approx(60.0, abs=0.05)
+    assert peak < 64 * 1024 * 1024, f"peak {peak / 1048576:.0f} MB"
+
+
+# ------------------------------------------------------------------------------ the working copy
+
+
+@pytest.mark.parametrize(("rate", "channels", "fmt", "subtype", "want_rate", "want_channels"), [
+    (96_000, 6, "FLAC", "PCM_24", 48_000, 2),
+    (88_200, 2, "WAV", "PCM_16", 44_100, 2),
+    (192_000, 8, "WAV", "PCM_24", 48_000, 2),
+    (44_100, 1, "FLAC", "PCM_16", 44_100, 1),
+    (22_050, 2, "OGG", "VORBIS", 22_050, 2),
+])
+def test_working_copy_is_capped_at_48k_stereo(tmp_path, rate, channels, fmt, subtype, want_rate, want_channels):
+    src = write(tmp_path / f"in.{fmt.lower()}", multichannel(rate, channels), rate, fmt=fmt, subtype=subtype)
+
+    copy = write_working_copy(src, tmp_path / "background.wav")
+
+    info = sf.info(str(copy.path))
+    assert (info.format, info.subtype) == ("WAV", "FLOAT")
+    assert (info.samplerate, info.channels) == (copy.sample_rate, copy.channels) == (want_rate, want_channels)
+    assert (copy.source_sample_rate, copy.source_channels) == (rate, channels)
+    assert info.duration == pytest.approx(SECONDS, abs=0.05) and copy.duration == pytest.approx(SECONDS, abs=0.05)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no partial file left
+    stages_read = load_audio(copy.path, sample_rate=None, mono=False)  # what the vocal stage gets
+    assert stages_read.samples.shape == (want_channels, info.frames)
+
+
+def test_working_copy_keeps_the_samples_of_a_file_within_the_caps(tmp_path):
+    data = 3.0 * multichannel(44_100, 2)  # float, over full scale: nothing may be clipped or rounded
+    src = write(tmp_path / "in.wav", data, 44_100, subtype="FLOAT")
+    copy = write_working_copy(src, tmp_path / "background.wav")
+    back, rate = sf.read(str(copy.path), dtype="float32")
+    assert rate == 44_100
+    np.testing.assert_array_equal(back, data.astype(np.float32))
+
+
+def band_level(samples: np.ndarray, rate: int, freq: float) -> float:
+    spectrum = np.abs(np.fft.rfft(samples)) / len(samples)
+    bins = np.fft.rfftfreq(len(samples), 1.0 / rate)
+    return float(spectrum[np.abs(bins - freq) < 3].max())
+
+
+@pytest.mark.parametrize(("fmt", "order"), [
+    ("WAV", ["FL", "FR", "FC", "LFE", "BL", "BR"]),  # WAV and FLAC: the SMPTE order
+    ("OGG", ["FL", "FC", "FR", "BL", "BR", "LFE"]),  # Ogg Vorbis: its own order
+])
+def test_surround_is_mixed_down_to_stereo_by_its_layout(tmp_path, fmt, order):
+    rate = 48_000
+    freqs = {"FL": 300.0, "FR": 500.0, "FC": 700.0, "LFE": 60.0, "BL": 900.0, "BR": 1100.0}
+    data = np.stack([tone(rate, freq=freqs[name], amp=0.3) for name in order], axis=1)
+    src = write(tmp_path / f"surround.{fmt.lower()}", data, rate, fmt=fmt)
+
+    copy = write_working_copy(src, tmp_path / "background.wav")
+
+    out, _ = sf.read(str(copy.path), dtype="float32")
+    left, right = out[:, 0], out[:, 1]
+    heard = {side: {name for name, f in freqs.items() if band_level(ch, rate, f) > 0.01}
+             for side, ch in (("left", left), ("right", right))}
+    assert heard == {"left": {"FL", "FC", "BL"}, "right": {"FR", "FC", "BR"}}
+    assert np.max(np.abs(out)) <= 1.0
+
+
+def test_refused_audio_leaves_no_working_copy(tmp_path):
+    src = write(tmp_path / "silence.wav", np.zeros(int(22050 * SECONDS)), 22050, subtype="PCM_16")
+    with pytest.raises(AudioError) as info:
+        write_working_copy(src, tmp_path / "background.wav")
+    assert info.value.code == "silent_audio"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["silence.wav"]

@@ -1,12 +1,13 @@
 """The whole system through a browser: headless Chromium (the system's, driven by Playwright).
 
 Starts everything as `make run` does (``python -m app.launcher``: melody service, vocal-mix
-service, job manager, app) on free ports with its own data folder and SQLite database, uploads a
-short synthesised track on the Create tab, types lyrics, presses "Generate Music", waits for the
-finished song, and checks what the musician gets: the mix and vocal players (their audio is served
-and decodes), the analysis picture and piano roll, and the downloads (mix.mp3 and melody.mid are
-fetched and checked by their content). Then it opens the job on the Jobs Dashboard. Screenshots
-go to the test's tmp folder (printed).
+service, job manager, app) on free ports with its own data folder and SQLite database and two API
+keys, logs in with the first, uploads a short synthesised track on the Create tab, types lyrics,
+presses "Generate Music", waits for the finished song, and checks what the musician gets: the mix
+and vocal players (their signed links answer 200 with audio, the browser decodes it, and the other
+key gets 404), the analysis picture and piano roll, and the downloads (mix.mp3 and melody.mid are
+fetched and checked by their content). Then it opens the job on the Jobs Dashboard, and checks that
+no result was copied into Gradio's folder. Screenshots go to the test's tmp folder (printed).
 
 Needs Debian's ``chromium`` (apt) and the ``playwright`` Python package (pip; its wheel brings its
 driver, no browser is downloaded). Skipped, with the reason, when either is missing.
@@ -44,6 +45,7 @@ pytestmark = [
 
 START_TIMEOUT_S = 240.0  # the services load their models on start
 SONG_TIMEOUT_S = 180.0
+KEYS = ("browser-key-one", "browser-key-two")
 LYRICS = "[Verse]\nHello my friend\nSing along with me\n\n[Chorus]\nLa la la la\nHere we go again"
 
 
@@ -82,7 +84,7 @@ def system(tmp_path_factory):
         "VOCAL_SERVICE_URL": f"http://127.0.0.1:{ports['VOCAL_SERVICE_PORT']}",
         "JOB_POLL_SECONDS": "0.2", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1",
         "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-        "API_KEYS": "",  # set (to nothing), so a developer's .env cannot turn keys on for this test
+        "API_KEYS": ",".join(KEYS),  # set, so a developer's .env cannot change it for this test
     })
     log_path = tmp / "system.log"
     with open(log_path, "wb") as log:
@@ -99,7 +101,7 @@ def system(tmp_path_factory):
                 pytest.fail(f"the system was not up after {START_TIMEOUT_S:.0f} s:\n{_tail(log_path)}")
             time.sleep(0.5)
         print(f"system up in {time.monotonic() - started:.1f} s; log: {log_path}")
-        yield {"base": base, "log": log_path, "tmp": tmp}
+        yield {"base": base, "log": log_path, "tmp": tmp, "gradio": tmp / "gradio"}
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # the launcher stops its children in order
@@ -130,8 +132,8 @@ def browser():
             b.close()
 
 
-def _fetch(page, url: str) -> tuple[bytes, str]:
-    resp = page.request.get(url)
+def _fetch(page, url: str, headers: dict[str, str] | None = None) -> tuple[bytes, str]:
+    resp = page.request.get(url, headers=headers)
     assert resp.ok, f"{url} answered {resp.status}"
     return resp.body(), resp.headers.get("content-type", "")
 
@@ -141,6 +143,13 @@ def _wait_duration(page, player: str, timeout_ms: int = 60_000) -> None:
     page.wait_for_function(f"() => {{ const d = document.querySelector('{player} #duration');"
                            " return d && d.textContent.trim() !== '' && d.textContent.trim() !== '0:00'; }",
                            timeout=timeout_ms)
+
+
+def _wait_playable(page, player: str, timeout_ms: int = 60_000) -> str:
+    """Wait until the ``<audio>`` in ``player`` has decoded its source's length; its source URL."""
+    page.wait_for_function(f"() => {{ const a = document.querySelector('{player} audio');"
+                           " return a && a.readyState >= 1 && a.duration > 0.5; }", timeout=timeout_ms)
+    return page.locator(f"{player} audio").first.evaluate("a => a.currentSrc")
 
 
 def _is_mp3(data: bytes) -> bool:
@@ -153,6 +162,10 @@ def test_create_song_in_browser(system, track, browser, tmp_path):
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     t0 = time.monotonic()
     page.goto(system["base"] + "/")
+    # The server needs an API key: any user name, the key as the password.
+    page.get_by_label("Username").fill("ann")
+    page.get_by_label("Password").fill(KEYS[0])
+    page.get_by_role("button", name="Login").click()
     page.wait_for_selector("#create-generate", timeout=60_000)
     # The accepted formats and the size limit are stated next to the upload.
     assert "WAV, FLAC, MP3 or OGG" in page.locator("#create-accepted").inner_text()
@@ -188,15 +201,18 @@ def test_create_song_in_browser(system, track, browser, tmp_path):
     song_s = time.monotonic() - submitted
     assert state == "succeeded", f"the job ended {state}: {status}\n{_tail(system['log'])}"
 
-    # Players: each is served and the browser decoded it (the player shows its length).
+    # Players: each plays a signed link of the API's own file route, which the browser decoded; the
+    # link answers 200 with audio, and 404 to the other key.
     page.wait_for_selector("#create-results", state="visible", timeout=30_000)
     for player in ("#create-mix", "#create-vocal"):
-        _wait_duration(page, player, 30_000)
-        href = page.locator(f"{player} a[download]").first.get_attribute("href")
-        assert href, f"{player} has no audio source"
-        data, ctype = _fetch(page, href)
+        src = _wait_playable(page, player, 30_000)
+        assert "/api/jobs/" in src and "sig=" in src, f"{player} plays {src}"
+        data, ctype = _fetch(page, src)
         assert len(data) > 10_000, f"{player}: {len(data)} bytes"
-        assert ctype.startswith("audio/") or data[:4] == b"RIFF" or _is_mp3(data), (player, ctype, data[:8])
+        assert ctype.startswith("audio/") and (data[:4] == b"RIFF" or _is_mp3(data)), (player, ctype, data[:8])
+        other = page.request.get(src, headers={"X-API-Key": KEYS[1]})
+        assert other.status == 404, f"{player}: the other key got {other.status}"
+        assert page.request.get(src.split("?")[0]).status == 401  # the link is the credential
 
     # The analysis picture and the piano roll are shown.
     for pic in ("#create-analysis img", "#create-roll img"):
@@ -229,8 +245,11 @@ def test_create_song_in_browser(system, track, browser, tmp_path):
     page.wait_for_selector("#dash-detail", state="visible", timeout=30_000)
     page.wait_for_function("() => document.querySelector('#dash-status .tmik-status')?.dataset.state === "
                            "'succeeded'", timeout=30_000)
-    _wait_duration(page, "#dash-mix", 30_000)
+    _wait_playable(page, "#dash-mix", 30_000)
     assert "seed 7" in page.locator("#dash-detail-md").inner_text()
+    # Showing the results twice copied none of them into Gradio's folder (only the uploads are there).
+    kept = sorted(p.name for p in system["gradio"].rglob("*") if p.is_file())
+    assert set(kept) <= {"short.wav", track.name}, f"copied into Gradio's folder: {kept}"
     dash_png = tmp_path / "dashboard.png"
     page.screenshot(path=str(dash_png), full_page=True)
 

@@ -26,6 +26,7 @@ from tmik_bgm_conditional_melody_generation.analysis import Analysis
 from tmik_bgm_conditional_melody_generation.checkpoint import CheckpointError, resolve_checkpoint
 from tmik_bgm_conditional_melody_generation.getscore import chord_tones, parse_chord_label, scale_pcs
 from tmik_common.lyrics import parse_lyrics
+from tmik_common.secrets import service_token
 
 REPO = Path(__file__).resolve().parent.parent
 LYRICS = "[Verse]\nHere comes the morning light\nSinging along the river\n\n[Chorus]\nOh we will sing again\n"
@@ -164,8 +165,10 @@ def gen_client(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setenv("SHARED_DATA_DIR", str(root))
     monkeypatch.setattr(analysis, "warm_up", lambda: 0.0)
-    app = service.create_app()
-    yield app.test_client(), root
+    app = service.create_app(isolation="thread")
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {service_token(root)}"
+    yield client, root
     app.extensions[service.EXTENSION].runner.close(cancel=True)
 
 

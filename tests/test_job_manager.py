@@ -25,9 +25,8 @@ from sqlalchemy import text
 
 from app import config as app_config
 from app import db, jobs
-from app.job_manager import Worker
+from app.job_manager import Worker, service_clients
 from app.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, utcnow
-from app.services import VocalService, melody_service
 
 REPO = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("TEST_DATABASE_URL")
@@ -116,8 +115,8 @@ def worker_process(cfg: app_config.Config, melody_url: str, vocal_url: str, **ex
 
 
 def thread_worker(cfg, sessions, melody_url: str, vocal_url: str) -> tuple[Worker, threading.Thread]:
-    worker = Worker(cfg=cfg, sessions=sessions, melody=melody_service(melody_url, cfg.service_timeout),
-                    vocal=VocalService(vocal_url, cfg.service_timeout))
+    melody, vocal = service_clients(replace(cfg, melody_service_url=melody_url, vocal_service_url=vocal_url))
+    worker = Worker(cfg=cfg, sessions=sessions, melody=melody, vocal=vocal)
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
     return worker, thread
@@ -231,7 +230,7 @@ def test_cancel_of_a_running_job_stops_it_and_its_service_task_within_2s(cfg, se
         jobs.request_cancel(sessions, job_id)
         wait_until(lambda: state_of(sessions, job_id).state == CANCELLED, 5, "the job to be cancelled")
         assert time.monotonic() - t0 < 2.0
-        runner = melody.app.extensions["fake_melody"].runner
+        runner = melody.app.extensions["melody_service"].runner
         wait_until(lambda: runner.get(task_id)["state"] == "cancelled", 5, "the service task to be cancelled")
     finally:
         worker.stop_event.set()
@@ -295,3 +294,140 @@ def test_a_stopping_worker_hands_its_job_back(cfg, sessions, data_dir, services)
         stop_processes([proc])
     job = state_of(sessions, job_id)
     assert job.state == QUEUED and job.lease_owner is None and job.attempts == 0
+
+
+def test_a_service_that_dies_mid_task_fails_the_job_within_the_wait_limit(cfg, sessions, data_dir) -> None:
+    # Before: the follow loop retried every second, past both limits, for ever (151 events in 150 s).
+    behaviour = FakeBehaviour(seconds=60.0)
+    melody = FakeService("melody", data_dir, behaviour)
+    vocal = FakeService("vocal", data_dir, behaviour)
+    job_id = make_job(sessions, data_dir)
+    worker, thread = thread_worker(cfg, sessions, melody.url, vocal.url)
+    worker.cfg = replace(cfg, service_wait_seconds=4.0)
+    try:
+        wait_until(lambda: (state_of(sessions, job_id).service_task or {}).get("task_id"), 20, "the melody task")
+        t0 = time.monotonic()
+        melody.stop()  # gone, and it does not come back
+        wait_until(lambda: state_of(sessions, job_id).state == FAILED, 30, "the job to fail")
+        assert time.monotonic() - t0 < 20
+    finally:
+        worker.stop_event.set()
+        thread.join(10)
+        vocal.stop()
+    job, events = jobs.get_job(sessions, job_id, with_events=True)
+    assert job.error_code == "service_unavailable" and "SERVICE_WAIT_SECONDS" in job.error_message
+    assert "127.0.0.1" not in job.error_message and "http" not in job.error_message  # no internal address
+    waiting = [e for e in events if e["message"].startswith("waiting for")]
+    assert 1 <= len(waiting) <= 2, [e["message"] for e in events]  # one event per outage, not per retry
+
+
+def test_a_restarted_service_gets_the_interrupted_task_again(cfg, sessions, data_dir) -> None:
+    behaviour = FakeBehaviour(seconds=30.0)
+    melody = FakeService("melody", data_dir, behaviour)
+    vocal = FakeService("vocal", data_dir, behaviour)
+    port = melody.port
+    job_id = make_job(sessions, data_dir)
+    worker, thread = thread_worker(cfg, sessions, melody.url, vocal.url)
+    try:
+        wait_until(lambda: (state_of(sessions, job_id).service_task or {}).get("task_id"), 20, "the melody task")
+        first_task = state_of(sessions, job_id).service_task["task_id"]
+        melody.stop()  # its running task ends "task_interrupted"
+        behaviour.seconds = 0.3
+        time.sleep(1.5)
+        melody = FakeService("melody", data_dir, behaviour, port=port)
+        wait_until(lambda: state_of(sessions, job_id).state == SUCCEEDED, 60, "the job to succeed")
+    finally:
+        worker.stop_event.set()
+        thread.join(10)
+        melody.stop()
+        vocal.stop()
+    job, events = jobs.get_job(sessions, job_id, with_events=True)
+    assert job.attempts == 1
+    assert melody.runner.get(first_task)["error"]["code"] == "task_interrupted"
+    assert behaviour.submissions[("generate", job_id)] == 2  # the interrupted run, and the one that finished
+    assert any("submitted again" in e["message"] for e in events)
+
+
+def test_a_service_that_keeps_losing_the_task_fails_the_job_after_the_resubmits(cfg, sessions, data_dir) -> None:
+    behaviour = FakeBehaviour(seconds=30.0)
+    vocal = FakeService("vocal", data_dir, behaviour)
+    melody = FakeService("melody", data_dir, behaviour)
+    port = melody.port
+    job_id = make_job(sessions, data_dir)
+    worker, thread = thread_worker(cfg, sessions, melody.url, vocal.url)
+    try:
+        for restart in range(3):
+            wait_until(lambda n=restart + 1: behaviour.submissions[("generate", job_id)] == n, 30,
+                       "the melody task to run")
+            melody.stop()
+            melody = FakeService("melody", data_dir, behaviour, port=port)
+        wait_until(lambda: state_of(sessions, job_id).state == FAILED, 30, "the job to fail")
+    finally:
+        worker.stop_event.set()
+        thread.join(10)
+        melody.stop()
+        vocal.stop()
+    job = state_of(sessions, job_id)
+    assert job.error_code == "service_interrupted" and "3 times" in job.error_message
+
+
+def test_a_short_database_outage_is_retried_and_costs_the_job_nothing(cfg, sessions, data_dir, services,
+                                                                      monkeypatch) -> None:
+    # Before: one "database is locked" (SQLite busy past its timeout, or a PostgreSQL restart)
+    # failed the running job for good, with the raw SQL as its message.
+    from sqlalchemy.exc import OperationalError
+
+    melody, vocal, _ = services
+    real_update = jobs.update_job
+    failures = {"left": 0}
+
+    def flaky_update(*args, **kwargs):
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise OperationalError("UPDATE jobs SET stage=? WHERE jobs.id = ?", {}, Exception("database is locked"))
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "update_job", flaky_update)
+    job_id = make_job(sessions, data_dir)
+    worker, thread = thread_worker(cfg, sessions, melody.url, vocal.url)
+    try:
+        wait_until(lambda: state_of(sessions, job_id).state == RUNNING, 20, "the job to start")
+        failures["left"] = 6
+        wait_until(lambda: state_of(sessions, job_id).state == SUCCEEDED, 60, "the job to succeed")
+    finally:
+        worker.stop_event.set()
+        thread.join(10)
+    job = state_of(sessions, job_id)
+    assert failures["left"] == 0 and job.attempts == 1 and job.error_message is None
+
+
+def test_a_database_that_stays_away_never_shows_sql_to_the_user(cfg, sessions, data_dir, services,
+                                                                monkeypatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    melody, vocal, _ = services
+    real_update = jobs.update_job
+    broken = {"on": False}
+
+    def update(*args, **kwargs):
+        if broken["on"]:
+            raise OperationalError("UPDATE jobs SET stage=?", {}, Exception("database is locked"))
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "update_job", update)
+    job_id = make_job(sessions, data_dir)
+    worker, thread = thread_worker(cfg, sessions, melody.url, vocal.url)
+    worker.cfg = replace(cfg, db_retry_seconds=1.0)
+    try:
+        wait_until(lambda: state_of(sessions, job_id).state == RUNNING, 20, "the job to start")
+        broken["on"] = True
+        time.sleep(3.0)
+        job = state_of(sessions, job_id)
+        assert job.state == RUNNING and job.error_message is None  # left to its lease, never failed with SQL
+        broken["on"] = False
+        # Its lease runs out; it is taken over (this worker or another) and finishes.
+        wait_until(lambda: state_of(sessions, job_id).state == SUCCEEDED, 60, "the job to be taken over")
+    finally:
+        worker.stop_event.set()
+        thread.join(10)
+    assert "UPDATE" not in (state_of(sessions, job_id).error_message or "")

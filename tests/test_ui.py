@@ -4,6 +4,7 @@ app's dispatcher between the REST API and the UI (app/app.py)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -265,22 +266,33 @@ def _finished_job(ctx, i: int = 5) -> Job:
 
 def test_artifacts_and_media(ctx, tmp_path, monkeypatch):
     job = _finished_job(ctx)
-    paths = ui.artifact_paths(ctx.cfg, job)
-    assert [Path(p).name for p in paths] == ["mix.mp3", "mix.wav", "vocal.wav", "melody.mid", "melody.json",
-                                             "analysis.json"]
-    media = ui.job_media(ctx.cfg, job)
+    files = ui.artifact_files(ctx.cfg, job)
+    assert [name for name, _ in files] == ["mix.mp3", "mix.wav", "vocal.wav", "melody.mid", "melody.json",
+                                           "analysis.json"]
+    media = ui.job_media(ctx.cfg, job, ctx.links)
     # Kept in the job's own folder, so deleting the job removes them.
     assert Path(media.analysis_png).parent == ctx.cfg.shared_data_dir / "melody_results" / job.id
-    assert Path(media.mix).name == "mix.mp3" and Path(media.vocal).name == "vocal.wav"
     _png(Path(media.analysis_png))
     _png(Path(media.roll_png))
-    assert "Pitch accuracy" in media.checks_md and "`mix.mp3`: the finished song (MP3)" in media.files_md
+    # The players and downloads are signed links to the API's file route, never file paths.
+    assert media.mix.startswith(f"/api/jobs/{job.id}/files/mix.mp3?exp=") and "&sig=" in media.mix
+    assert media.vocal.startswith(f"/api/jobs/{job.id}/files/vocal.wav?")
+    assert [(n, size) for n, _, size in media.files] == [(n, p.stat().st_size) for n, p in files]
+    assert all(url.endswith("&download=1") for _, url, _ in media.files)
+    assert "Pitch accuracy" in media.checks_md
+    values = ui._Results.values(media)
+    players, pictures, downloads = values[1] + values[2], values[3] + values[4], values[6]
+    assert players.count("<audio controls") == 2 and "&amp;sig=" in players
+    assert pictures.count('src="data:image/png;base64,') == 2 and str(ctx.cfg.shared_data_dir) not in pictures
+    assert 'download="mix.mp3"' in downloads and "the finished song (MP3)" in downloads
+    assert str(ctx.cfg.shared_data_dir) not in "".join(str(v) for v in values)
     # The pictures are drawn once and then reused.
     stamp = Path(media.analysis_png).stat().st_mtime_ns
-    assert ui.job_media(ctx.cfg, job).analysis_png == media.analysis_png
+    assert ui.job_media(ctx.cfg, job, ctx.links).analysis_png == media.analysis_png
     assert Path(media.analysis_png).stat().st_mtime_ns == stamp
     queued = _make_job(ctx, 6)
-    assert ui.job_media(ctx.cfg, queued).empty
+    assert ui.job_media(ctx.cfg, queued, ctx.links).empty
+    assert ui._Results.values(ui.job_media(ctx.cfg, queued, ctx.links))[1:] == ["", "", "", "", "", ""]
 
 
 def test_rerun_defaults_and_detail(ctx):
@@ -362,3 +374,371 @@ def test_app_main_exits_2_on_bad_configuration(env, tmp_path, monkeypatch, capsy
     monkeypatch.setattr("uvicorn.run", lambda *a, **k: started.append(a))
     assert app_module.main() == 2
     assert not started
+
+
+# --------------------------------------------------------------------------- signed links, failed keys, uploads
+
+
+def test_signed_links_open_one_file_of_one_owner_until_they_expire():
+    from app.access import LinkSigner
+
+    now = [1_000_000.0]
+    links = LinkSigner("k" * 32, ttl_s=3600, clock=lambda: now[0])
+    job = "0a0a0a0a-0000-4000-8000-000000000000"
+    url = links.file_url(job, "mix.mp3", "owner-a")
+    path, _, query = url.partition("?")
+    assert path == f"/api/jobs/{job}/files/mix.mp3"
+    args = dict(kv.split("=", 1) for kv in query.split("&"))
+    assert int(args["exp"]) >= now[0] + 3600
+    assert links.check(job, "mix.mp3", "owner-a", args["exp"], args["sig"]) == "ok"
+    # Another file, job or owner, another expiry, another key: not valid.
+    assert links.check(job, "mix.wav", "owner-a", args["exp"], args["sig"]) == "invalid"
+    assert links.check(job.replace("0a", "0b"), "mix.mp3", "owner-a", args["exp"], args["sig"]) == "invalid"
+    assert links.check(job, "mix.mp3", "owner-b", args["exp"], args["sig"]) == "invalid"
+    assert links.check(job, "mix.mp3", None, args["exp"], args["sig"]) == "invalid"
+    assert links.check(job, "mix.mp3", "owner-a", str(int(args["exp"]) + 1), args["sig"]) == "invalid"
+    assert LinkSigner("x" * 32).check(job, "mix.mp3", "owner-a", args["exp"], args["sig"]) == "invalid"
+    for exp, sig in [(None, args["sig"]), (args["exp"], None), ("-1", args["sig"]), ("1e9", args["sig"])]:
+        assert links.check(job, "mix.mp3", "owner-a", exp, sig) == "invalid"
+    now[0] += 3600 + 301
+    assert links.check(job, "mix.mp3", "owner-a", args["exp"], args["sig"]) == "expired"
+    assert links.file_url(job, "a b.wav", None, download=True).startswith(f"/api/jobs/{job}/files/a%20b.wav?")
+
+
+def test_failure_limiter_counts_failures_per_address_in_a_window(caplog):
+    from app.access import FailureLimiter
+
+    now = [100.0]
+    limiter = FailureLimiter(limit=3, window_s=60, clock=lambda: now[0])
+    assert limiter.retry_after("1.2.3.4") is None
+    assert limiter.failed("1.2.3.4", "wrong API key") is None
+    now[0] += 10
+    assert limiter.failed("1.2.3.4", "wrong API key") is None
+    assert limiter.retry_after("1.2.3.4") is None
+    with caplog.at_level("WARNING", logger="app.access"):
+        assert limiter.failed("1.2.3.4", "wrong API key") == 50  # the first failure leaves the window in 50 s
+    assert "1.2.3.4" in caplog.text and "429" in caplog.text
+    assert limiter.retry_after("1.2.3.4") == 50
+    assert limiter.retry_after("5.6.7.8") is None  # other addresses are not affected
+    now[0] += 50
+    assert limiter.retry_after("1.2.3.4") is None  # one failure fell out of the window: one more try
+    assert limiter.failed("1.2.3.4", "wrong API key") == 10
+    now[0] += 60
+    assert limiter.retry_after("1.2.3.4") is None
+
+
+def test_uploads_open_only_this_sessions_regular_files(tmp_path):
+    folder = tmp_path / "gradio" / "abc123"
+    folder.mkdir(parents=True)
+    mine = folder / "track.wav"
+    mine.write_bytes(b"RIFF....WAVE")
+    theirs = folder / "theirs.wav"
+    theirs.write_bytes(b"RIFF....WAVE")
+    fifo = folder / "pipe.wav"
+    os.mkfifo(fifo)
+    link = folder / "link.wav"
+    link.symlink_to("/etc/passwd")
+    uploads = ui.Uploads()
+    uploads.record("session-a", [str(mine), str(fifo), str(link), 42, None])
+    uploads.record("session-b", [str(theirs)])
+    with uploads.open("session-a", str(mine)) as fh:
+        assert fh.read() == b"RIFF....WAVE"
+    with uploads.open("session-a", str(folder / ".." / "abc123" / "track.wav")) as fh:  # the same file
+        assert fh.read(4) == b"RIFF"
+    mine.unlink()  # e.g. swept from Gradio's folder
+    with pytest.raises(ui.UploadRefused):
+        uploads.open("session-a", str(mine))
+    mine.write_bytes(b"RIFF....WAVE")
+    refused = [("session-a", str(theirs)), ("session-b", str(mine)), (None, str(mine)), ("session-a", "/etc/passwd"),
+               ("session-a", "/dev/zero"), ("session-a", str(fifo)), ("session-a", "track.wav"),
+               ("session-a", {"path": str(mine)}), ("nobody", str(mine))]
+    for session, path in refused:
+        with pytest.raises(ui.UploadRefused):
+            uploads.open(session, path)
+    # A link, even one recorded as an upload, is not followed.
+    with pytest.raises(ui.UploadRefused):
+        uploads.open("session-a", str(link))
+    assert ui.session_of(f"a=1; {ui.SESSION_COOKIE}=s3cr3t; b=2") == "s3cr3t"
+    assert ui.session_of("a=1") is None and ui.session_of(None) is None and ui.session_of('x="unterminated') is None
+
+
+@pytest.mark.parametrize("host, keys, warned", [
+    ("127.0.0.1", False, False), ("localhost", False, False), ("::1", False, False), ("[::1]", False, False),
+    ("0.0.0.0", False, True), ("::", False, True), ("192.168.1.5", False, True), ("myhost.example", False, True),
+    ("0.0.0.0", True, False)])
+def test_exposure_warning(host, keys, warned):
+    from app.app import exposure_warning
+
+    text = exposure_warning(host, keys)
+    assert (text is not None) == warned
+    if warned:
+        assert "API_KEYS" in text and host in text
+
+
+# --------------------------------------------------------------------------- attacks through Gradio's own API
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wav_bytes(seconds: float = 6.0, sr: int = 8000) -> bytes:
+    import io
+
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.02 * np.random.default_rng(0).standard_normal(t.size)
+    buf = io.BytesIO()
+    sf.write(buf, x.astype(np.float32), sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory):
+    """``python -m app.app`` in its own process (a frozen server can be killed), services down."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    tmp = tmp_path_factory.mktemp("served")
+    port = _free_port()
+    env = dict(os.environ, SHARED_DATA_DIR=str(tmp / "shared"), GRADIO_TEMP_DIR=str(tmp / "gradio"),
+               APP_PORT=str(port), APP_HOST="127.0.0.1", MELODY_SERVICE_URL="http://127.0.0.1:9",
+               VOCAL_SERVICE_URL="http://127.0.0.1:9", SERVICE_TIMEOUT_SECONDS="1", API_KEYS="",
+               PYTHONUNBUFFERED="1")
+    env.pop("DATABASE_URL", None)
+    log_path = tmp / "app.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "app.app"], cwd=Path(__file__).resolve().parent.parent,
+                                env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(base + "/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.3)
+        yield {"base": base, "tmp": tmp, "log": log_path}
+    finally:
+        proc.kill()  # also when a test froze it
+        proc.wait(timeout=30)
+
+
+def _generate_event(client, base: str, data: list) -> dict:
+    """Call the Create tab's ``generate`` the way a script would: queue/join, then read the event stream."""
+    import uuid
+
+    config = client.get(base + "/config", timeout=30).json()
+    fn = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "generate")
+    session_hash = uuid.uuid4().hex[:11]
+    joined = client.post(base + "/gradio_api/queue/join", timeout=30,
+                         json={"data": data, "fn_index": fn, "session_hash": session_hash, "event_data": None,
+                               "trigger_id": None})
+    assert joined.status_code == 200, joined.text
+    event_id = joined.json()["event_id"]
+    with client.stream("GET", base + f"/gradio_api/queue/data?session_hash={session_hash}", timeout=30) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                msg = json.loads(line[5:])
+                if msg.get("msg") == "process_completed" and msg.get("event_id") == event_id:
+                    return msg
+    raise AssertionError("the event stream ended without a result")
+
+
+def _file_data(path: str, name: str = "track.wav") -> dict:
+    return {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": name}
+
+
+def _form(audio) -> list:
+    return [audio, "", 0.5, 0.5, "pop_bright", "", -14]
+
+
+def test_generate_refuses_server_paths_and_keeps_serving(served_app, tmp_path):
+    """The attacks of issue 12: a server path, another job's stored input, the database, /dev/zero and a
+    FIFO as the track (and a server path smuggled into another input): each is refused, nothing is
+    copied into Gradio's folder, no job is made, and the app (UI and REST) answers throughout."""
+    import httpx
+
+    base, shared = served_app["base"], served_app["tmp"] / "shared"
+    gradio_dir = served_app["tmp"] / "gradio"
+    secret = tmp_path / "secret_song.wav"
+    secret.write_bytes(_wav_bytes())
+    victim = httpx.post(base + "/api/jobs", files={"file": ("victim.wav", _wav_bytes(), "audio/wav")}, timeout=30)
+    assert victim.status_code == 201, victim.text
+    victim_input = shared / "input" / victim.json()["id"] / "background.wav"
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    before = {p for p in gradio_dir.rglob("*")} if gradio_dir.exists() else set()
+    attacks = {"a readable WAV elsewhere": _form(_file_data(str(secret))),
+               "another job's stored input": _form(_file_data(str(victim_input))),
+               "the jobs database": _form(_file_data(str(shared / "jobs.db"), "jobs.db")),
+               "/etc/passwd": _form(_file_data("/etc/passwd", "passwd")),
+               "/dev/zero": _form(_file_data("/dev/zero", "zero.wav")),
+               "a FIFO": _form(_file_data(str(fifo))),
+               "a relative path": _form(_file_data("../../etc/passwd", "passwd")),
+               "a path inside the lyrics": [None, _file_data("/etc/passwd", "passwd"), 0.5, 0.5, "pop_bright", "",
+                                            -14]}
+    with httpx.Client() as client:
+        client.get(base + "/", timeout=30)  # a browser session (its cookie)
+        for what, data in attacks.items():
+            msg = _generate_event(client, base, data)
+            refused = msg.get("success") is False or "Not started" in str(msg["output"]["data"][0])
+            assert refused, (what, msg)
+            health = httpx.get(base + "/api/health", timeout=30)  # never frozen: a read timeout fails the test
+            assert health.status_code == 200, what
+            assert httpx.get(base + "/config", timeout=30).status_code == 200, what
+    assert httpx.get(base + "/api/jobs", timeout=30).json()["total"] == 1  # the victim's job only
+    after = {p for p in gradio_dir.rglob("*")} if gradio_dir.exists() else set()
+    assert after == before, f"copied into Gradio's folder: {sorted(map(str, after - before))}"
+
+
+def test_generate_takes_only_this_sessions_upload(served_app):
+    """A real upload through Gradio's upload route works in its own session and in no other."""
+    import httpx
+
+    base = served_app["base"]
+    with httpx.Client() as mine, httpx.Client() as other:
+        mine.get(base + "/", timeout=30)
+        other.get(base + "/", timeout=30)
+        assert mine.cookies.get(ui.SESSION_COOKIE) and mine.cookies.get(ui.SESSION_COOKIE) != other.cookies.get(
+            ui.SESSION_COOKIE)
+        stored = mine.post(base + "/gradio_api/upload", files={"files": ("my_track.wav", _wav_bytes())}, timeout=30)
+        assert stored.status_code == 200, stored.text
+        path = stored.json()[0]
+        total = httpx.get(base + "/api/jobs", timeout=30).json()["total"]
+        stolen = _generate_event(other, base, _form(_file_data(path, "my_track.wav")))
+        assert "Not started (file)" in str(stolen["output"]["data"][0]), stolen
+        assert httpx.get(base + "/api/jobs", timeout=30).json()["total"] == total
+        ok = _generate_event(mine, base, _form(_file_data(path, "my_track.wav")))
+        assert ok.get("success") is True and ok["output"]["data"][0] == "", ok
+        listed = httpx.get(base + "/api/jobs", timeout=30).json()
+        assert listed["total"] == total + 1
+        job = listed["jobs"][0]
+        assert job["state"] == "queued" and job["input_name"] == "my_track.wav"
+        assert job["id"] in str(ok["output"]["data"][2])  # the status panel shows the new job
+
+
+# --------------------------------------------------------------------------- the app with API keys (one process)
+
+
+@pytest.fixture()
+def keyed(ctx, monkeypatch):
+    """The whole app (UI and API) with two API keys, through an in-process client."""
+    from fastapi.testclient import TestClient
+
+    from app.app import create_asgi
+
+    monkeypatch.setenv("API_KEYS", "key-one,key-two")
+    keyed_ctx = create_context(app_config.load())
+    keyed_ctx.vocal.styles = lambda: [{"name": "pop_bright", "description": "bright"}]
+    keyed_ctx.vocal.style_names = lambda: ["pop_bright"]
+    with TestClient(create_asgi(keyed_ctx)) as client:
+        yield keyed_ctx, client
+
+
+def test_result_links_open_only_the_owners_files(keyed):
+    from app.access import LinkSigner
+    from app.context import key_fingerprint
+    from tmik_common.secrets import shared_secret
+
+    kctx, client = keyed
+    job = _finished_job(kctx, 5)
+    other = _finished_job(kctx, 6)
+    with kctx.sessions.begin() as s:
+        s.get(Job, job.id).owner = key_fingerprint("key-one")
+        s.get(Job, other.id).owner = key_fingerprint("key-two")
+    job = jobs.get_job(kctx.sessions, job.id)[0]
+    media = ui.job_media(kctx.cfg, job, kctx.links)
+    mp3 = client.get(media.mix)  # what the browser's <audio> asks for: no key, the signed link only
+    assert mp3.status_code == 200 and mp3.headers["content-type"].startswith("audio/mpeg")
+    assert mp3.content.startswith(b"ID3")
+    wav = client.get(media.vocal, headers={"Range": "bytes=0-3"})  # players seek with ranges
+    assert wav.status_code == 206 and wav.content == b"RIFF"
+    url = next(link for name, link, _ in media.files if name == "melody.mid")
+    got = client.get(url)
+    assert got.status_code == 200 and got.content.startswith(b"MThd") and "attachment" in got.headers[
+        "content-disposition"]
+    # Another key gets 404 for the same link; the link opens no other file and no other job.
+    assert client.get(media.mix, headers={"X-API-Key": "key-two"}).status_code == 404
+    assert client.get(media.mix.replace(job.id, other.id)).status_code == 401
+    assert client.get(media.mix.replace("mix.mp3", "mix.wav")).status_code == 401
+    assert client.get(media.mix.split("?")[0]).status_code == 401
+    expired = LinkSigner(shared_secret(kctx.cfg.shared_data_dir, "media_key", "APP_SECRET_KEY"),
+                         clock=lambda: time.time() - 7200).file_url(job.id, "mix.mp3", job.owner)
+    resp = client.get(expired)
+    assert resp.status_code == 401 and "expired" in resp.json()["error"]["message"]
+    # Gradio serves none of the shared data (not even to someone logged in), directly or from its cache.
+    assert client.post("/login", data={"username": "bob", "password": "key-two"}).status_code == 200
+    for path in (kctx.cfg.shared_data_dir / "vocal_results" / job.id / "mix.wav", kctx.cfg.shared_data_dir / "jobs.db"):
+        assert client.get(f"/gradio_api/file={path}").status_code in (403, 404)
+    # A deleted job's links are dead.
+    assert client.delete(f"/api/jobs/{job.id}", headers={"X-API-Key": "key-one"}).status_code == 204
+    assert client.get(media.mix).status_code == 404
+    assert client.get(media.vocal).status_code == 404
+
+
+def test_failed_logins_and_keys_are_limited_per_address(keyed):
+    from app.access import AUTH_FAILURE_LIMIT
+
+    _, client = keyed
+    for _ in range(3):  # successes are never counted
+        assert client.post("/login", data={"username": "ann", "password": "key-one"}).status_code == 200
+    for i in range(AUTH_FAILURE_LIMIT - 1):
+        assert client.post("/login", data={"username": "ann", "password": f"guess{i}"}).status_code == 400
+    assert client.post("/login", data={"username": "ann", "password": "key-one"}).status_code == 200
+    assert client.get("/api/jobs", headers={"X-API-Key": "key-one"}).status_code == 200
+    assert client.get("/api/jobs").status_code == 401  # no key at all is not a guess
+    assert client.get("/api/jobs", headers={"X-API-Key": "wrong"}).status_code == 401  # the 10th failure
+    refused = client.post("/login", data={"username": "ann", "password": "key-one"})
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    api = client.get("/api/jobs", headers={"X-API-Key": "key-one"})  # not even checked now
+    assert api.status_code == 429 and api.json()["error"]["code"] == "too_many_failures"
+    assert int(api.headers["Retry-After"]) >= 1
+    assert client.get("/api/health").status_code == 200  # the open routes stay open
+
+
+def test_ui_handlers_show_a_plain_message_when_the_database_fails(ctx, monkeypatch):
+    import gradio as gr
+    from sqlalchemy.exc import OperationalError
+
+    blocks = ui.build_ui(ctx)
+    handlers = {f.fn.__name__: f.fn for f in blocks.fns.values() if f.fn is not None}
+
+    def broken(*args, **kwargs):
+        raise OperationalError("SELECT jobs.id, jobs.owner FROM jobs LIMIT ?", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(jobs, "list_jobs", broken)
+    monkeypatch.setattr(jobs, "get_job", broken)
+    with pytest.raises(gr.Error) as info:
+        handlers["dash_page"](1, None, "", None)
+    assert info.value.message == ui.DATABASE_DOWN and "SELECT" not in str(info.value)
+    with pytest.raises(gr.Error) as info:
+        handlers["follow"]("00000001-0000-4000-8000-000000000000", None)
+    assert info.value.message == ui.DATABASE_DOWN
+
+
+@pytest.mark.parametrize("host, keys, warned", [("0.0.0.0", "", True), ("0.0.0.0", "k1", False),
+                                                ("127.0.0.1", "", False)])
+def test_app_main_warns_loudly_when_open_to_the_network(host, keys, warned, tmp_path, monkeypatch, caplog):
+    from app import app as app_module
+
+    monkeypatch.setenv("SHARED_DATA_DIR", str(tmp_path / "shared"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("APP_HOST", host)
+    monkeypatch.setenv("API_KEYS", keys)
+    served = []
+    monkeypatch.setattr(app_module._Server, "run", lambda self, *a, **k: served.append(self.config.host))
+    with caplog.at_level("WARNING", logger="app"):
+        assert app_module.main() == 0
+    assert served == [host]
+    warnings = [r for r in caplog.records if r.name == "app" and r.levelname == "WARNING" and "API_KEYS" in r.message]
+    assert bool(warnings) == warned

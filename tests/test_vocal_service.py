@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from test_render import background, melody
 
+from tmik_common.secrets import service_token
 from tmik_make_vocal_mix import render, service
 from tmik_make_vocal_mix.engines import neural
 from tmik_make_vocal_mix.styles import list_styles
@@ -33,9 +34,11 @@ def client(data_dir: Path, monkeypatch: pytest.MonkeyPatch):
     calls = []
     real = neural.build_controllable_model
     monkeypatch.setattr(neural, "build_controllable_model", lambda *a, **k: calls.append(1) or real(*a, **k))
-    app = service.create_app()
+    app = service.create_app(isolation="thread")
     app.warm_up_calls = calls
-    yield app.test_client()
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {service_token(data_dir)}"
+    yield client
     app.extensions[service.EXTENSION].runner.close(cancel=True)
 
 

@@ -6,11 +6,10 @@ Each variable is documented in the repository's ``.env.example``. Values are rea
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tmik_common.env import env_float, env_int
+from tmik_common.env import env_float, env_int, env_str, log_level, shared_data_dir, task_memory_limit_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,22 +22,24 @@ class Config:
     max_audio_seconds: float
     min_audio_seconds: float
     task_workers: int
+    task_memory_limit_bytes: int  # one task's processes are stopped beyond this (0: no limit)
     log_level: str
 
 
 def melody_checkpoint() -> str | None:
     """MELODY_CHECKPOINT: a checkpoint file to use instead of the automatic choice (see checkpoint.py)."""
-    return os.environ.get("MELODY_CHECKPOINT", "").strip() or None
+    return env_str("MELODY_CHECKPOINT", "") or None
 
 
 def load() -> Config:
     """Read the service configuration from the environment."""
     return Config(
-        shared_data_dir=Path(os.environ.get("SHARED_DATA_DIR", str(REPO_ROOT / "shared_data"))).resolve(),
-        host=os.environ.get("MELODY_SERVICE_HOST", "127.0.0.1"),
+        shared_data_dir=shared_data_dir(),
+        host=env_str("MELODY_SERVICE_HOST", "127.0.0.1"),
         port=env_int("MELODY_SERVICE_PORT", 8001),
         max_audio_seconds=env_float("MAX_AUDIO_SECONDS", 900.0),
         min_audio_seconds=env_float("MIN_AUDIO_SECONDS", 5.0),
         task_workers=max(1, env_int("MELODY_TASK_WORKERS", 1)),
-        log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        task_memory_limit_bytes=task_memory_limit_bytes(),
+        log_level=log_level(),
     )

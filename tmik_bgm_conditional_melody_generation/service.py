@@ -50,7 +50,9 @@ from flask import Flask
 
 from tmik_common.env import start_process
 from tmik_common.http import MAX_REQUEST_BYTES, TaskService, create_task_app, serve
-from tmik_common.tasks import TaskType
+from tmik_common.procs import private_tmpdir
+from tmik_common.tasks import TaskRunner, TaskType
+from tmik_common.warmup import cache_lock
 
 from . import __version__, analysis, analyze, generate, melody
 from . import config as service_config
@@ -58,34 +60,42 @@ from . import config as service_config
 # Under ``python -m`` __name__ is "__main__"; log under the module's real name regardless.
 log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
-__all__ = ["EXTENSION", "MAX_REQUEST_BYTES", "TASK_TYPES", "ServiceState", "create_app", "main"]
+__all__ = ["EXTENSION", "MAX_REQUEST_BYTES", "TASK_TYPES", "ServiceState", "create_app", "main", "task_types",
+           "warm_up_worker"]
 
 TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (analyze.TASK_TYPE, generate.TASK_TYPE)}
 EXTENSION = "melody_service"
 ServiceState = TaskService  # what ``app.extensions[EXTENSION]`` holds: ``.runner``, ``.warm``
+_MODULE = "tmik_bgm_conditional_melody_generation.service"
 
 
-class _ModelInfo:
-    """The melody checkpoint the warm-up loaded, or why none could be."""
+def task_types() -> dict[str, TaskType]:
+    """The melody task types (what each task process builds once; ``factory`` of the runner)."""
+    return dict(TASK_TYPES)
 
-    def __init__(self) -> None:
-        self.model = "not loaded"
-        self.model_error: str | None = None
 
-    def warm_up(self) -> None:
-        # Looked up on the package at call time, so tests can substitute it. When it raises,
-        # the service stays "not warm": the first analysis just pays the compile cost.
+def warm_up_worker() -> dict[str, Any]:
+    """A task process' one-off costs: numba compilation, the melody checkpoint. Returns what
+    ``/health`` reports: ``model`` (the checkpoint loaded) or ``model_error`` (why none could be).
+
+    Looked up on the package at call time, so tests can substitute it. A checkpoint that cannot
+    be loaded leaves ``analyze`` working; ``generate`` tasks then fail with the reason.
+    """
+    with cache_lock():  # numba's caches are written safely by one process at a time
         seconds = analysis.warm_up()
-        try:
-            loaded = melody.load_model(generate.checkpoint_from_env())
-            self.model = loaded.name
-        except Exception as exc:  # noqa: BLE001 - generate tasks then fail with this reason; analyze still works
-            self.model_error = str(exc)
-            log.error("melody model unavailable: %s", exc)
-        log.info("analysis warm-up took %.1f s (model: %s)", seconds, self.model)
+    info: dict[str, Any] = {"model": "not loaded", "model_error": None}
+    try:
+        info["model"] = melody.load_model(generate.checkpoint_from_env()).name
+    except Exception as exc:  # noqa: BLE001 - reported by /health, and by each generate task
+        info["model_error"] = str(exc)
+        log.error("melody model unavailable: %s", exc)
+    log.info("analysis warm-up took %.1f s (model: %s)", seconds, info["model"])
+    return info
 
-    def health(self) -> dict[str, Any]:
-        return {"model": self.model, "model_error": self.model_error}
+
+def _health(runner: TaskRunner) -> dict[str, Any]:
+    info = runner.worker_info
+    return {"model": info.get("model", "not loaded"), "model_error": info.get("model_error")}
 
 
 def create_app(
@@ -93,20 +103,28 @@ def create_app(
     *,
     task_types: Mapping[str, TaskType] | None = None,
     warm_up: bool = True,
+    isolation: str = "process",
 ) -> Flask:
     """Build the service's WSGI app, with its own task runner (``app.extensions["melody_service"]``).
 
-    ``warm_up`` starts :func:`analysis.warm_up` in a background thread, so whichever server
-    hosts the app, the first real request does not pay the compile cost.
+    ``isolation="process"`` (the default) runs each task in a task process that pays the warm-up
+    (:func:`warm_up_worker`) once, so a crash in a task never takes the service down.
+    ``isolation="thread"`` runs tasks in this process (tests that substitute functions use it);
+    ``warm_up`` then runs in a background thread, and ``warm_up=False`` skips it (``warm`` stays false).
     """
     cfg = config or service_config.load()
-    info = _ModelInfo()
+    types = task_types if task_types is not None else TASK_TYPES
+    if isolation == "process":
+        warm: Any = f"{_MODULE}:warm_up_worker" if warm_up else None
+    else:
+        warm = warm_up_worker if warm_up else None
     app = create_task_app(
-        name="melody-service", task_types=task_types if task_types is not None else TASK_TYPES,
-        data_dir=cfg.shared_data_dir, workers=cfg.task_workers, version=__version__, health=info.health,
-        warm_up=info.warm_up if warm_up else None, extension=EXTENSION, import_name=__name__)
+        name="melody-service", task_types=types, data_dir=cfg.shared_data_dir, workers=cfg.task_workers,
+        version=__version__, health=_health, warm_up=warm, isolation=isolation,
+        factory=f"{_MODULE}:task_types", memory_limit_bytes=cfg.task_memory_limit_bytes, log_level=cfg.log_level,
+        extension=EXTENSION, import_name=__name__)
     if not warm_up:
-        app.extensions[EXTENSION].warm.clear()  # as before: "warm" only after a real warm-up
+        app.extensions[EXTENSION].warm.clear()  # "warm" only after a real warm-up
     return app
 
 
@@ -115,6 +133,7 @@ def main() -> int:
     cfg = start_process("melody-service", service_config.load)
     if cfg is None:
         return 2
+    private_tmpdir("melody-service")  # what a killed predecessor left in its temp folder goes now
     app = create_app(cfg)
     log.info("melody service %s on http://%s:%d, data in %s, %d worker(s)",
              __version__, cfg.host, cfg.port, cfg.shared_data_dir, cfg.task_workers)

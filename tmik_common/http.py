@@ -4,7 +4,9 @@ Each service's ``service.py`` names its task types, its health details and its w
 calls :func:`create_task_app`; :func:`serve` hosts the app with waitress. The contract
 (shared/DESIGN.md, "Service HTTP"; all paths relative to SHARED_DATA_DIR):
 
-Endpoints (JSON in, JSON out; errors are always ``{"error": {"code", "message"}}``):
+Endpoints (JSON in, JSON out; errors are always ``{"error": {"code", "message"}}``). Every
+``/v1/*`` request needs ``Authorization: Bearer <SERVICE_TOKEN>`` (401 ``unauthorized``
+otherwise): only the job manager may use the services.
 
 ``GET /health``
     200 ``{"status": "ok", "version", "warm", "task_types", ...}`` plus the service's own
@@ -31,10 +33,10 @@ logged) are JSON too.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from .secrets import service_token
 from .tasks import (
     FINISHED_STATES,
     QUEUED,
@@ -67,14 +70,17 @@ _STATUS = {InvalidRequest: 400, InputNotFound: 404, InvalidParams: 422, RunnerBu
 
 
 class TaskService:
-    """What an app holds between requests (``app.extensions[extension]``): the runner and
-    whether warm-up has finished."""
+    """What an app holds between requests (``app.extensions[extension]``): the runner, and whether
+    its warm-up has finished (``warm``, the runner's ``ready`` event)."""
 
     def __init__(self, name: str, runner: TaskRunner, version: str):
         self.name = name
         self.runner = runner
         self.version = version
-        self.warm = threading.Event()
+
+    @property
+    def warm(self) -> threading.Event:
+        return self.runner.ready
 
 
 def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
@@ -104,17 +110,6 @@ def parse_task_request(body: Any, task_types: Mapping[str, TaskType] | list[str]
     return TaskRequest(job_id=body["job_id"], type=body["type"], input=body["input"], params=params)
 
 
-def _run_warm_up(service: TaskService, warm_up: Callable[[], None]) -> None:
-    started = time.perf_counter()
-    try:
-        warm_up()
-    except Exception:  # a failed warm-up only costs the first request some time
-        log.exception("%s: warm-up failed; the first task will be slower", service.name)
-        return
-    service.warm.set()
-    log.info("%s: warm-up done in %.1f s", service.name, time.perf_counter() - started)
-
-
 def create_task_app(
     *,
     name: str,
@@ -122,39 +117,57 @@ def create_task_app(
     data_dir: Path,
     workers: int,
     version: str,
-    health: Callable[[], Mapping[str, Any]] | None = None,
-    warm_up: Callable[[], None] | None = None,
+    health: Callable[[TaskRunner], Mapping[str, Any]] | None = None,
+    warm_up: str | Callable[[], Any] | None = None,
+    isolation: str = "thread",
+    factory: str | None = None,
+    memory_limit_bytes: int = 0,
+    log_level: str = "INFO",
+    token: str | None = None,
     extra_routes: Callable[[Flask], None] | None = None,
     extension: str | None = None,
     import_name: str | None = None,
 ) -> Flask:
     """A Flask app serving the task routes over its own :class:`TaskRunner`.
 
-    ``name``: the service's name (logs, worker threads); ``extension``: the key of its
-    :class:`TaskService` in ``app.extensions`` (default ``name`` with ``-`` as ``_``).
-    ``health()`` returns the service's own ``/health`` fields (``model``, ...), merged over
-    ``status``, ``version``, ``warm`` and ``task_types``. ``warm_up`` runs once in a
-    background thread; ``warm`` turns true when it returns (never, when it raises).
-    ``extra_routes(app)`` adds the service's other endpoints.
+    ``name``: the service's name (logs, the task folder ``tasks/<name>``); ``extension``: the key
+    of its :class:`TaskService` in ``app.extensions`` (default ``name`` with ``-`` as ``_``).
+    ``health(runner)`` returns the service's own ``/health`` fields (``model``, ...), merged over
+    ``status``, ``version``, ``warm`` and ``task_types``. ``isolation``, ``factory``, ``warm_up``
+    and ``memory_limit_bytes`` are the runner's (see :class:`TaskRunner`); ``warm`` turns true
+    when the warm-up is over. ``token``: what ``/v1/*`` requires as ``Authorization: Bearer``
+    (default: :func:`tmik_common.secrets.service_token`). ``extra_routes(app)`` adds the service's
+    other endpoints; they are under the same token when their path starts with ``/v1/``.
     """
-    runner = TaskRunner(task_types, data_dir, workers=workers)
+    runner = TaskRunner(task_types, data_dir, service=name, workers=workers, isolation=isolation, factory=factory,
+                        warm_up=warm_up, memory_limit_bytes=memory_limit_bytes, log_level=log_level)
     service = TaskService(name, runner, version)
     known_types = runner.task_types
+    expected = (token or service_token(data_dir)).encode("utf-8")
 
     app = Flask(import_name or __name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.extensions[extension or name.replace("-", "_")] = service
-    if warm_up is None:
-        service.warm.set()
-    else:
-        threading.Thread(target=_run_warm_up, args=(service, warm_up), name=f"{name}-warm-up", daemon=True).start()
+
+    @app.before_request
+    def require_token() -> tuple[Response, int] | None:
+        # Only the job manager may use the task API: it holds the shared token.
+        if not request.path.startswith("/v1/"):
+            return None
+        scheme, _, given = (request.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8"), expected):
+            log.warning("%s: refused %s %s from %s: missing or wrong service token", name, request.method,
+                        request.path, request.remote_addr)
+            return error_response(401, "unauthorized", "This service takes requests from the job manager only: "
+                                  "send its token (SERVICE_TOKEN) as 'Authorization: Bearer <token>'.")
+        return None
 
     @app.get("/health")
     def health_route() -> Response:
         body: dict[str, Any] = {"status": "ok", "version": version, "warm": service.warm.is_set(),
                                 "task_types": known_types}
         if health is not None:
-            body.update(health())
+            body.update(health(runner))
         return jsonify(body)
 
     @app.post("/v1/tasks")
@@ -229,12 +242,15 @@ def serve(app: Flask, host: str, port: int, name: str, *, threads: int = 8) -> i
     service = task_service(app)
     try:
         # Returns when interrupted: waitress handles KeyboardInterrupt itself.
+        # waitress' own limit sits above Flask's, so an oversize body gets Flask's JSON 413
+        # (waitress would answer in plain text); waitress still stops a body far beyond it.
         waitress.serve(app, host=host, port=port, threads=threads, ident=name,
-                       max_request_body_size=MAX_REQUEST_BYTES)
+                       max_request_body_size=16 * MAX_REQUEST_BYTES)
     except KeyboardInterrupt:
         pass
     finally:
-        log.info("%s: stopping; unfinished tasks are cancelled", name)
-        # Running tasks stop at their next checkpoint, so the worker threads let us exit.
-        service.runner.close(cancel=True)
+        log.info("%s: stopping; running tasks are interrupted (their clients submit them again)", name)
+        # Running tasks stop at their next checkpoint and are recorded as interrupted; queued ones
+        # stay in the shared queue for the other replicas, or for this one after its restart.
+        service.runner.close(cancel=True, wait=True, timeout=8.0)
     return 0

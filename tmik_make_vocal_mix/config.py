@@ -6,11 +6,10 @@ Each variable is documented in the repository's ``.env.example``. Values are rea
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tmik_common.env import env_float, env_int
+from tmik_common.env import env_float, env_int, env_str, log_level, shared_data_dir, task_memory_limit_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +20,7 @@ class Config:
     host: str
     port: int
     task_workers: int
+    task_memory_limit_bytes: int  # one task's processes are stopped beyond this (0: no limit)
     target_lufs: float  # the master's integrated loudness when a task does not ask for another
     true_peak_db: float  # the master's true-peak ceiling (dBTP)
     intelligibility_seconds: float  # singing each take's word check listens to (0: off)
@@ -36,12 +36,13 @@ def load() -> Config:
     if not -12.0 <= peak <= 0.0:
         raise ValueError(f"TRUE_PEAK_DBTP must be within -12..0, got {peak:g}")
     return Config(
-        shared_data_dir=Path(os.environ.get("SHARED_DATA_DIR", str(REPO_ROOT / "shared_data"))).resolve(),
-        host=os.environ.get("VOCAL_SERVICE_HOST", "127.0.0.1"),
+        shared_data_dir=shared_data_dir(),
+        host=env_str("VOCAL_SERVICE_HOST", "127.0.0.1"),
         port=env_int("VOCAL_SERVICE_PORT", 8002),
         task_workers=max(1, env_int("VOCAL_TASK_WORKERS", 1)),
         target_lufs=target,
         true_peak_db=peak,
         intelligibility_seconds=max(0.0, env_float("QC_INTELLIGIBILITY_SECONDS", 20.0)),
-        log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        task_memory_limit_bytes=task_memory_limit_bytes(),
+        log_level=log_level(),
     )

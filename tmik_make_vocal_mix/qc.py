@@ -60,6 +60,19 @@ def pitch_accuracy(vocal: np.ndarray, sr: int, notes) -> dict[str, float | None]
             "frames": int(voiced.sum())}
 
 
+def warm_up() -> float:
+    """Compile (or load from numba's cache) what :func:`pitch_accuracy` runs: pYIN and its helpers; seconds."""
+    import time
+    from types import SimpleNamespace
+
+    t0 = time.perf_counter()
+    sr = 22050
+    t = np.arange(int(1.5 * sr)) / sr
+    take = (0.3 * np.sin(2 * np.pi * 220.0 * t)).astype(np.float32)
+    pitch_accuracy(take, sr, [SimpleNamespace(start=0.2, end=1.3, pitch=57)])
+    return time.perf_counter() - t0
+
+
 def intelligibility(vocal: np.ndarray, sr: int, notes, lyrics: Lyrics | None,
                     seconds: float = INTELLIGIBILITY_SECONDS) -> dict[str, Any]:
     """Word error rate of the offline recogniser on the first ``seconds`` of singing, against the words

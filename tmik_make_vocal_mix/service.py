@@ -44,11 +44,13 @@ from flask import Flask, Response, jsonify
 
 from tmik_common.env import start_process
 from tmik_common.http import create_task_app, serve
+from tmik_common.procs import private_tmpdir
 from tmik_common.tasks import (
     InvalidParams,
     InvalidRequest,
     ProgressCallback,
     TaskRequest,
+    TaskRunner,
     TaskType,
     Work,
     check_keys,
@@ -58,17 +60,19 @@ from tmik_common.tasks import (
     resolve_input,
     seed_param,
 )
+from tmik_common.warmup import cache_lock
 
-from . import __version__, render
+from . import __version__, qc, render
 from . import config as service_config
 from .styles import StyleError, get_style, list_styles
 
 # Under ``python -m`` __name__ is "__main__"; log under the module's real name regardless.
 log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
-__all__ = ["EXTENSION", "MODEL", "create_app", "main", "render_task_type"]
+__all__ = ["EXTENSION", "MODEL", "create_app", "main", "render_task_type", "task_types", "warm_up_worker"]
 
 EXTENSION = "vocal_service"
+_MODULE = "tmik_make_vocal_mix.service"
 MODEL = "hibari-heart+world"
 RESULTS = "vocal_results"
 
@@ -116,11 +120,24 @@ def render_task_type(*, target_lufs: float = -14.0, true_peak_db: float = -1.0,
     return TaskType(name="render", prepare=prepare)
 
 
-def _warm_up() -> None:
+def task_types() -> dict[str, TaskType]:
+    """The ``render`` task type with the service's configured defaults (each task process builds it once)."""
+    cfg = service_config.load()
+    task = render_task_type(target_lufs=cfg.target_lufs, true_peak_db=cfg.true_peak_db,
+                            intelligibility_seconds=cfg.intelligibility_seconds)
+    return {task.name: task}
+
+
+def warm_up_worker() -> dict[str, Any]:
+    """A task process' one-off costs: the controllable neural voice (built once, cached on disk) and
+    numba's compiled code (under the machine-wide compile lock)."""
     from .engines import neural  # onnx and onnxruntime load here, not at import
 
     path = neural.build_controllable_model()
     log.info("neural voice model ready: %s", path)
+    with cache_lock():
+        qc.warm_up()
+    return {}
 
 
 def _extra_routes(app: Flask) -> None:
@@ -129,7 +146,7 @@ def _extra_routes(app: Flask) -> None:
         return jsonify(styles=list_styles())
 
 
-def _health() -> dict[str, Any]:
+def _health(runner: TaskRunner) -> dict[str, Any]:
     return {"model": MODEL}
 
 
@@ -138,20 +155,28 @@ def create_app(
     *,
     task_types: Mapping[str, TaskType] | None = None,
     warm_up: bool = True,
+    isolation: str = "process",
 ) -> Flask:
     """Build the service's WSGI app, with its own task runner (``app.extensions["vocal_service"]``).
 
-    ``warm_up`` builds the controllable neural voice model in a background thread, so the
-    first render does not pay for it.
+    ``isolation="process"`` (the default) renders in task processes that pay the warm-up
+    (:func:`warm_up_worker`) once, so a crash in a render never takes the service down;
+    ``isolation="thread"`` renders in this process (for tests that substitute functions), the
+    warm-up then running in a background thread.
     """
     cfg = config or service_config.load()
     if task_types is None:
         task = render_task_type(target_lufs=cfg.target_lufs, true_peak_db=cfg.true_peak_db,
                                 intelligibility_seconds=cfg.intelligibility_seconds)
         task_types = {task.name: task}
+    if isolation == "process":
+        warm: Any = f"{_MODULE}:warm_up_worker" if warm_up else None
+    else:
+        warm = warm_up_worker if warm_up else None
     return create_task_app(
         name="vocal-mix-service", task_types=task_types, data_dir=cfg.shared_data_dir, workers=cfg.task_workers,
-        version=__version__, health=_health, warm_up=_warm_up if warm_up else None, extra_routes=_extra_routes,
+        version=__version__, health=_health, warm_up=warm, isolation=isolation, factory=f"{_MODULE}:task_types",
+        memory_limit_bytes=cfg.task_memory_limit_bytes, log_level=cfg.log_level, extra_routes=_extra_routes,
         extension=EXTENSION, import_name=__name__)
 
 
@@ -160,6 +185,7 @@ def main() -> int:
     cfg = start_process("vocal-mix-service", service_config.load)
     if cfg is None:
         return 2
+    private_tmpdir("vocal-mix-service")  # what a killed predecessor left in its temp folder goes now
     app = create_app(cfg)
     log.info("vocal-mix service %s on http://%s:%d, data in %s, %d worker(s), %g LUFS / %g dBTP",
              __version__, cfg.host, cfg.port, cfg.shared_data_dir, cfg.task_workers, cfg.target_lufs,
