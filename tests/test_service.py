@@ -454,3 +454,46 @@ def test_runner_refuses_when_backlog_is_full_or_closed(tmp_path):
     with pytest.raises(RunnerBusy) as exc:
         runner.submit(TaskRequest("j", "block", {}, {}))
     assert exc.value.code == "shutting_down"
+
+
+# -- only the job manager: the service token ----------------------------------------------
+
+
+def test_the_task_api_needs_the_service_token_and_health_does_not(app, data_dir):
+    # Before: anyone who reached the service could list every job id, overwrite results or cancel tasks.
+    anonymous = app.test_client()
+    assert anonymous.get("/health").status_code == 200
+    for response in (anonymous.get("/v1/tasks"), anonymous.post("/v1/tasks", json={}),
+                     anonymous.get("/v1/tasks/" + "0" * 32), anonymous.delete("/v1/tasks/" + "0" * 32),
+                     anonymous.get("/v1/tasks", headers={"Authorization": "Bearer not-the-token"}),
+                     anonymous.get("/v1/tasks", headers={"Authorization": service_token(data_dir)})):
+        assert_json_error(response, 401, "unauthorized")
+    token = service_token(data_dir)
+    assert (data_dir / ".secrets" / "service_token").stat().st_mode & 0o077 == 0
+    assert anonymous.get("/v1/tasks", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_a_task_input_may_not_name_the_secrets_or_the_task_records(client, data_dir):
+    service_token(data_dir)
+    for rel in (".secrets/service_token", "tasks/melody-service/queue", "input/.hidden.wav"):
+        assert_json_error(submit(client, "job1", rel), 400, "invalid_path")
+
+
+def test_an_oversize_body_through_the_real_server_is_413_json(app, data_dir):
+    # Before: waitress itself refused it first, in plain text.
+    import requests
+    import waitress.server
+
+    from tmik_common.http import waitress_options
+
+    server = waitress.server.create_server(app, host="127.0.0.1", port=0, **waitress_options("test", threads=2))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.effective_port}/v1/tasks"
+        response = requests.post(url, data=b"x" * (service.MAX_REQUEST_BYTES * 2), timeout=10,
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {service_token(data_dir)}"})
+        assert response.status_code == 413 and response.json()["error"]["code"] == "request_entity_too_large"
+    finally:
+        server.close()

@@ -159,3 +159,32 @@ def test_unknown_task_and_route_are_json(client) -> None:
     assert client.get("/nope").get_json()["error"]["code"] == "not_found"
     response = client.post("/v1/tasks", json={"job_id": "v1", "input": {}})
     assert response.status_code == 400 and "render" in response.get_json()["error"]["message"]
+
+
+def test_a_render_that_crashes_in_its_qc_stage_fails_alone_and_the_service_goes_on(data_dir, job) -> None:
+    # Before: a segfault in the qc stage (librosa.pyin on a broken numba cache) took the whole service
+    # down with every task on it, and the job waited without a word.
+    import os
+    import signal
+
+    app = service.create_app()  # as deployed: renders in a task process
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {service_token(data_dir)}"
+    try:
+        task_id = submit(client, "v1", job, {"seed": 3}).get_json()["task_id"]
+        deadline = time.monotonic() + 180
+        while (task := client.get(f"/v1/tasks/{task_id}").get_json())["stage"] != "qc":
+            assert task["state"] in ("queued", "running") and time.monotonic() < deadline, task
+            time.sleep(0.02)
+        pid = next(int(p) for t in Path(f"/proc/{os.getpid()}/task").iterdir()
+                   for p in (t / "children").read_text().split()
+                   if "tmik_common.task_child" in Path(f"/proc/{p}/cmdline").read_text())
+        os.kill(pid, signal.SIGSEGV)
+        task = wait_for(client, task_id, {"done", "failed", "cancelled"})
+        assert task["state"] == "failed" and task["error"]["code"] == "task_crashed", task
+        assert "SIGSEGV" in task["error"]["message"] and "'qc'" in task["error"]["message"]
+        assert client.get("/health").get_json()["status"] == "ok"
+        again = submit(client, "v1", job, {"seed": 3}).get_json()["task_id"]
+        assert wait_for(client, again, {"done", "failed", "cancelled"}, timeout=180)["state"] == "done"
+    finally:
+        app.extensions[service.EXTENSION].runner.close(wait=True)

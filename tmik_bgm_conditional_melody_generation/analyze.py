@@ -32,6 +32,7 @@ from tmik_common.tasks import (
     output_path,
     resolve_input,
 )
+from tmik_common.warmup import cache_lock
 
 from . import analysis
 
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%3.0f%% %s", 100 * fraction, stage)
 
     try:
+        with cache_lock():  # numba's first use on a machine must not overlap another process' (numba#10128)
+            analysis.warm_up()
         result = run_analysis(args.input, args.out, args.sensitivity, progress)
     except AudioError as exc:
         print(f"error: {exc.message} [{exc.code}]", file=sys.stderr)

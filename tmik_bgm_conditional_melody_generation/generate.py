@@ -45,6 +45,7 @@ from tmik_common.tasks import (
     resolve_input,
     seed_param,
 )
+from tmik_common.warmup import cache_lock
 
 from . import analysis, config
 from .analyze import DEFAULT_SENSITIVITY, SENSITIVITY_HELP, _unit_interval, summarize
@@ -251,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         vocal_range = parse_range(args.range) if args.range else DEFAULT_RANGE
         regenerate = parse_span(args.regenerate) if args.regenerate else None
         lyrics = parse_lyrics(read_lyrics_file(args.lyrics_file)) if args.lyrics_file else None
+        with cache_lock():  # numba's first use on a machine must not overlap another process' (numba#10128)
+            analysis.warm_up()
         result, comp = run_generation(args.input, args.out, sensitivity=args.sensitivity,
                                       randomness=args.randomness, seed=args.seed, lyrics=lyrics,
                                       vocal_range=vocal_range, checkpoint=args.checkpoint or checkpoint_from_env(),

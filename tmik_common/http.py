@@ -59,7 +59,7 @@ from .tasks import (
     TaskType,
 )
 
-__all__ = ["MAX_REQUEST_BYTES", "TaskService", "create_task_app", "parse_task_request", "serve"]
+__all__ = ["MAX_REQUEST_BYTES", "TaskService", "create_task_app", "parse_task_request", "serve", "waitress_options"]
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,12 @@ def task_service(app: Flask) -> TaskService:
     raise LookupError("not an app made by create_task_app")
 
 
+def waitress_options(name: str, threads: int = 8) -> dict[str, Any]:
+    """How :func:`serve` runs waitress. Its own body limit sits above Flask's, so an oversize body gets
+    Flask's JSON 413 (waitress would answer in plain text); waitress still stops a body far beyond it."""
+    return {"threads": threads, "ident": name, "max_request_body_size": 16 * MAX_REQUEST_BYTES}
+
+
 def serve(app: Flask, host: str, port: int, name: str, *, threads: int = 8) -> int:
     """Serve ``app`` with waitress until Ctrl-C or SIGTERM, then cancel its unfinished tasks; return 0."""
     import waitress  # only the process that serves needs it
@@ -242,10 +248,7 @@ def serve(app: Flask, host: str, port: int, name: str, *, threads: int = 8) -> i
     service = task_service(app)
     try:
         # Returns when interrupted: waitress handles KeyboardInterrupt itself.
-        # waitress' own limit sits above Flask's, so an oversize body gets Flask's JSON 413
-        # (waitress would answer in plain text); waitress still stops a body far beyond it.
-        waitress.serve(app, host=host, port=port, threads=threads, ident=name,
-                       max_request_body_size=16 * MAX_REQUEST_BYTES)
+        waitress.serve(app, host=host, port=port, **waitress_options(name, threads))
     except KeyboardInterrupt:
         pass
     finally:

@@ -34,6 +34,7 @@ import numpy as np
 
 from tmik_common.audio import AudioError, load_audio
 from tmik_common.lyrics import MELISMA, Lyrics, LyricsError, parse_lyrics, read_lyrics_file
+from tmik_common.warmup import cache_lock
 
 from . import export, mixing, qc
 from .score import ScoreError, SungNote, VocalScore, read_melody
@@ -281,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the following arguments are required: " + ", ".join(f"--{m}" for m in missing))
     try:
         lyrics = parse_lyrics(read_lyrics_file(args.lyrics_file)) if args.lyrics_file else None
+        with cache_lock():  # numba's first use on a machine must not overlap another process' (numba#10128)
+            qc.warm_up()
         result = run_render(args.background, args.melody, args.out, lyrics=lyrics, style=args.style, seed=args.seed,
                             target_lufs=args.target_lufs, intelligibility_seconds=args.intelligibility_seconds,
                             progress=lambda s, f: log.info("%3.0f%% %s", 100 * f, s))
