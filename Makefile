@@ -98,5 +98,5 @@ clean: ## remove .venv and caches (keeps shared_data, your jobs' files)
 
 .PHONY: docker-test
 DOCKER_TEST_ARGS ?=
-docker-test: system-deps venv ## build, run, scale, kill and tear down the Docker deployment (20-40 min; not in make test or CI)
+docker-test: system-deps venv ## build, run, scale, kill and tear down the Docker deployment (10-20 min; not in make test or CI)
 	$(VPY) docker/docker_test.py $(DOCKER_TEST_ARGS)
