@@ -29,22 +29,23 @@ _PR_SET_PDEATHSIG = 1
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> bool:
+def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> bool:
     """Ask the kernel to send ``sig`` to this process when its parent dies; False where unsupported.
 
-    Call it first thing in a child. If the parent is already gone (it died between the fork and
-    this call), the child exits at once.
+    Call it first thing in a child, with ``parent`` the pid the parent gave it: if that parent is
+    already gone (it died before the request took effect, and this process now has another parent),
+    the child exits at once, saying so. (A parent may well be pid 1: a service in a container.)
     """
     if not sys.platform.startswith("linux"):
         return False
-    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
             return False
     except (OSError, AttributeError):
         return False
-    if os.getppid() != parent or parent == 1:
+    if parent is not None and os.getppid() != parent:
+        print(f"process {os.getpid()}: its parent {parent} is gone; exiting", file=sys.stderr, flush=True)
         os._exit(1)
     return True
 

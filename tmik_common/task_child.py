@@ -6,7 +6,6 @@ with ``kill -9`` at any moment takes its task processes with it.
 """
 
 import json
-import os
 import signal
 import sys
 
@@ -15,9 +14,7 @@ from tmik_common.procs import die_with_parent
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    die_with_parent(signal.SIGKILL)
-    if os.getppid() != spec["parent"]:
-        os._exit(1)  # the parent died before we could ask
+    die_with_parent(signal.SIGKILL, parent=spec["parent"])  # exits if that parent is already gone
     from tmik_common.isolation import child_main
 
     child_main(spec)

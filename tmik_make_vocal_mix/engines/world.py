@@ -226,10 +226,17 @@ def _get_pool() -> ProcessPoolExecutor | None:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload([__name__])
             try:
-                _pool = ProcessPoolExecutor(min(WORKERS, _cores()), mp_context=ctx)
+                _pool = ProcessPoolExecutor(min(WORKERS, _cores()), mp_context=ctx, initializer=_die_with_parent)
             except (OSError, ValueError, AssertionError):  # e.g. inside a daemonic process: no children
                 return None
         return _pool
+
+
+def _die_with_parent() -> None:
+    # A worker must not outlive the process that runs the render (a killed task process or service).
+    from tmik_common.procs import die_with_parent
+
+    die_with_parent(parent=os.getppid())
 
 
 def start_workers() -> None:
