@@ -17,6 +17,7 @@ from flac_files import write_square_flac
 
 from app import cli, config, jobs, submit
 from app.context import create_context
+from tmik_common.tasks import TaskRequest
 
 SECONDS = 6.0
 USER_NAME = "My Track (final mix)"
@@ -228,7 +229,7 @@ def test_the_app_sweeps_interrupted_uploads_when_it_starts(ctx, monkeypatch):
 # --------------------------------------------------------------------------- the CLI
 
 
-def test_cli_stages_read_the_capped_working_copy(tmp_path, monkeypatch, capsys):
+def test_cli_stages_read_the_capped_working_copy(tmp_path, monkeypatch):
     from tmik_bgm_conditional_melody_generation import generate as melody
     from tmik_make_vocal_mix import render
 
@@ -248,9 +249,19 @@ def test_cli_stages_read_the_capped_working_copy(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(melody, "run_generation", run_generation)
     monkeypatch.setattr(render, "run_render", run_render)
+    # The stages as the CLI's task process runs them, here in this process so that the patches apply.
+    stages = cli.pipeline_task_types()
+    params = {"input": str(track), "out": str(tmp_path / "out"), "sensitivity": 0.5, "randomness": 0.5, "seed": 0,
+              "style": "pop_bright", "target_lufs": -14.0, "lyrics_file": None, "checkpoint": None,
+              "work": str(tmp_path / "work")}
+    (tmp_path / "work").mkdir()
 
-    assert cli.main(["generate", str(track), "--out", str(tmp_path / "out"), "--no-progress"]) == 0, \
-        capsys.readouterr().err
+    def run(stage: str, extra: dict) -> dict:
+        request = TaskRequest("cli", stage, {}, {**params, **extra})
+        return stages[stage].prepare(request, tmp_path)(lambda step, fraction: None)
+
+    first = run("melody", {})
+    run("vocal", {"background": first["background"]})
 
     assert seen == {"melody": (True, 48_000, 2), "vocal": (True, 48_000, 2)}
 
