@@ -16,6 +16,14 @@ A :class:`LeadPlan` is plain per-column data, built once per song:
 * **density**: with lyrics, each phrase must hold exactly as many notes as its line has
   syllables (one note per syllable); lines that need more room get more phrases; when
   the lyrics run out before the song does, they start again from the top;
+* **a given rhythm** (``rhythm=``, from :mod:`.rhythm`; what :func:`..melody.compose`
+  uses): the phrases, onsets and note lengths are the rhythm's, the sampler writes only
+  the pitches (:attr:`LeadPlan.durations` is given as the duration row); each note's
+  chord-tone bonus comes from the chord it sounds over longest (a note pushed an 8th ahead
+  of the bar takes the next chord) and grows with its length; lines sung again with the
+  same words copy their first melody where the chord roots agree
+  (:data:`REPEAT_CHORD_MATCH`, else only the rhythm repeats); chorus phrases lean higher
+  than the verse (:data:`CHORUS_LIFT`);
 * **repetition**: bars of a section whose label occurred before (A ... A) copy the
   melody of the same bar in the first occurrence, so a chorus comes back recognisably;
   each copied bar is instead rewritten with a probability that grows with Creative
@@ -31,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .getscore import HIGH_PITCH, LEAD_PITCH, LOW_PITCH, ROW_SIZES, chord_tones, scale_pcs
+from .rhythm import Rhythm
 from .timeline import Timeline
 
 NO_PHRASE = -1
@@ -39,7 +48,9 @@ MIN_PHRASE_SECONDS = 3.5
 CHORD_BONUS = 2.0  # logits added to chord tones on beats (twice that on downbeats)
 VARY_MAX = 0.35  # share of repeated bars rewritten instead of copied at Creative Randomness 1
 CHORD_MATCH = 0.5  # a repeated bar is copied when at least this share of its beats has the source's chord root
+REPEAT_CHORD_MATCH = 0.8  # a repeated line's melody is copied when this share of its notes has the source's chord root
 SIXTEENTH_PENALTY = 2.0  # logits taken from a note starting on an off-8th 16th (sung lines move in 8ths)
+CHORUS_LIFT = 1.0  # logits: the top of the range gains this in a chorus (the bottom loses it), half reversed in a verse
 
 
 @dataclass
@@ -56,6 +67,7 @@ class LeadPlan:
     onset_targets: dict[int, int] = field(default_factory=dict)  # phrase -> notes, with lyrics
     copy_from: dict[int, int] = field(default_factory=dict)  # column -> earlier column to copy
     lines_of_phrase: dict[int, int] = field(default_factory=dict)  # phrase -> lyric line index
+    durations: np.ndarray | None = None  # (n_cols,) given note length at each onset, 0 elsewhere (a rhythm)
 
     def max_duration(self) -> np.ndarray:
         """Longest note (columns) that may start in each column without crossing a breath."""
@@ -99,13 +111,24 @@ def build_phrases(timeline: Timeline) -> list[tuple[int, int]]:
     return spans
 
 
+def singable_columns(timeline: Timeline) -> np.ndarray:
+    """Where the voice may sing: where the track has chords (not in a drum intro), or
+    everywhere when it hardly has any (a drum or noise track)."""
+    has_chord = np.zeros(timeline.n_cols, dtype=bool)
+    for c0, c1, _, _ in timeline.chords:
+        has_chord[c0:c1] = True
+    return has_chord if has_chord.mean() >= 0.2 else np.ones(timeline.n_cols, dtype=bool)
+
+
 def build_plan(timeline: Timeline, *, low: int, high: int, lyric_lines: Sequence[int] | None = None,
                randomness: float = 0.5, rng: np.random.Generator | None = None,
-               chord_bonus: float = CHORD_BONUS, sixteenth_penalty: float = SIXTEENTH_PENALTY) -> LeadPlan:
+               chord_bonus: float = CHORD_BONUS, sixteenth_penalty: float = SIXTEENTH_PENALTY,
+               rhythm: Rhythm | None = None) -> LeadPlan:
     """Constraints for writing a lead on ``timeline``.
 
     ``low``/``high``: the voice's range (MIDI, inclusive); ``lyric_lines``: syllables per
-    lyric line (None: no lyrics, density is the model's choice).
+    lyric line (None: no lyrics, density is the model's choice); ``rhythm``: the phrases and
+    note lengths to write pitches for (then ``lyric_lines`` is not used).
     """
     if not LOW_PITCH <= low < high <= HIGH_PITCH:
         raise ValueError(f"vocal range {low}..{high} must lie inside {LOW_PITCH}..{HIGH_PITCH} with low < high")
@@ -132,10 +155,13 @@ def build_plan(timeline: Timeline, *, low: int, high: int, lyric_lines: Sequence
     bias[no_chord] = np.where(in_range & scale[pitches % 12], 0.0, -np.inf)[None, :]
     # The voice rests where the track has no harmony (a drum intro), unless it hardly has any
     # (a drum or noise track): then it sings in the key throughout.
-    singable = has_chord if has_chord.mean() >= 0.2 else np.ones(n, dtype=bool)
+    singable = singable_columns(timeline)
     odd = (timeline.bar_position % 2) == 1
     bias[odd, 1:] -= sixteenth_penalty
     bias[:, 0] = 0.0  # PAD (no onset) is always possible unless a rule below forces a note
+    if rhythm is not None:
+        bias = _note_chord_bias(timeline, rhythm, bias, pitches, in_range, scale, chord_bonus)
+        return _rhythm_plan(timeline, low, high, bias, pitches, rhythm, randomness, rng)
     phrases = build_phrases(timeline)
     phrase = np.full(n, NO_PHRASE, dtype=np.int64)
     sounding = singable.copy()
@@ -149,6 +175,88 @@ def build_plan(timeline: Timeline, *, low: int, high: int, lyric_lines: Sequence
         _assign_lyrics(plan, timeline, list(lyric_lines))
     plan.copy_from = _repetitions(timeline, plan, randomness, rng)
     return plan
+
+
+def _note_chord_bias(timeline: Timeline, rhythm: Rhythm, bias: np.ndarray, pitches: np.ndarray,
+                     in_range: np.ndarray, scale: np.ndarray, chord_bonus: float) -> np.ndarray:
+    """Each note's pitch row from the chord it sounds over longest, not only the chord at its onset.
+
+    A note pushed an 8th ahead of the bar line sounds mostly over the next chord, so it takes
+    that chord's tones (and the bonus of the beat it ties over)."""
+    bias = bias.copy()
+    pcs = pitches % 12
+    beat = timeline.beat_cols
+    for ph in rhythm.phrases:
+        for note in ph.notes:
+            cover: dict[tuple[int, str], int] = {}
+            for c in range(note.col, min(note.end, timeline.n_cols)):
+                chord = timeline.chord_at(c)
+                if chord is not None:
+                    cover[chord] = cover.get(chord, 0) + 1
+            if not cover:
+                continue
+            root, quality = max(cover, key=lambda ch: cover[ch])
+            tones = np.zeros(12, dtype=bool)
+            tones[list(chord_tones(root, quality))] = True
+            pos = int(timeline.bar_position[note.col])
+            to_beat = (beat - pos % beat) % beat
+            if pos % beat == 0:
+                strength = 2.0 if pos == 0 else 1.0
+            elif to_beat <= 2 and note.length > to_beat:  # an anticipation: the beat it ties over
+                strength = 2.0 if (pos + to_beat) % timeline.bar_cols == 0 else 1.0
+            else:
+                strength = 0.5
+            # A note heard longer makes its chord tone matter more (seconds: an 8th of a ballad counts).
+            seconds = float(timeline.column_times[min(note.end, timeline.n_cols)] - timeline.column_times[note.col])
+            strength += min(1.0, seconds / 0.6)
+            ok = in_range & (scale[pcs] | tones[pcs])
+            row = np.where(ok, 0.0, -np.inf) + chord_bonus * strength * tones[pcs]
+            row[0] = 0.0
+            bias[note.col] = row
+    return bias
+
+
+def _rhythm_plan(timeline: Timeline, low: int, high: int, bias: np.ndarray, pitches: np.ndarray, rhythm: Rhythm,
+                 randomness: float, rng: np.random.Generator) -> LeadPlan:
+    """The plan of a given rhythm: notes exactly where the rhythm has them, pitches to write."""
+    n = timeline.n_cols
+    phrase = np.full(n, NO_PHRASE, dtype=np.int64)
+    onset = np.zeros(n, dtype=bool)
+    sounding = np.zeros(n, dtype=bool)
+    spans = []
+    lines = {}
+    chorus = np.zeros(n, dtype=bool)
+    for i, ph in enumerate(rhythm.phrases):
+        spans.append((ph.start, ph.end))
+        phrase[ph.start:ph.end] = i
+        chorus[ph.start:ph.end] = ph.chorus
+        if ph.line is not None:
+            lines[i] = ph.line
+        for note in ph.notes:
+            onset[note.col] = True
+            sounding[note.col:note.end] = True
+    if chorus.any() and (~chorus & (phrase != NO_PHRASE)).any():
+        tilt = CHORUS_LIFT * np.clip((pitches - (low + high) / 2) / max((high - low) / 2, 1), -1, 1)
+        tilt[0] = 0.0
+        verse = ~chorus & (phrase != NO_PHRASE)
+        bias = bias.copy()
+        bias[chorus] += tilt[None, :]
+        bias[verse] -= 0.5 * tilt[None, :]
+    copy: dict[int, int] = {}
+    vary = VARY_MAX * float(np.clip(randomness, 0.0, 1.0))
+    for ph in rhythm.phrases:
+        if ph.source is None or rng.random() < vary:
+            continue
+        src = rhythm.phrases[ph.source]
+        # The melody comes back only over the same harmony (else the rhythm alone repeats).
+        same = np.mean([(timeline.chord_at(a.col) or (None,))[0] == (timeline.chord_at(b.col) or (None,))[0]
+                        for a, b in zip(ph.notes, src.notes, strict=True)])
+        if same < REPEAT_CHORD_MATCH:
+            continue
+        for a, b in zip(ph.notes, src.notes, strict=True):
+            copy[a.col] = b.col
+    return LeadPlan(low, high, bias, onset, sounding, phrase, spans, copy_from=copy, lines_of_phrase=lines,
+                    durations=rhythm.durations(n))
 
 
 def _assign_lyrics(plan: LeadPlan, timeline: Timeline, lines: list[int]) -> None:

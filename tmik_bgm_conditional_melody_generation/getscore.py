@@ -266,6 +266,26 @@ def _tempo_events(column_times: np.ndarray | None, bpm: float, meter: str) -> li
     return events or [(0, float(bpm))]
 
 
+def midi_tempo_map(column_times: Sequence[float] | None, meter: str,
+                   bpm: float = 120.0) -> tuple[int, list[tuple[int, float]]]:
+    """The grid :func:`song_to_midi` writes: (lead-in columns, ``(tick, bpm)`` tempo changes at 480 per quarter).
+
+    Column ``c`` sounds at ``column_times[c]`` seconds and tick 0 at 0 s: the audio before the grid
+    becomes whole beats of lead-in rest (the returned number of columns). Without ``column_times``
+    one tempo, ``bpm``, and no lead-in. melody.json carries the same map as ``tempo_map``.
+    """
+    times = None if column_times is None else np.asarray(column_times, dtype=float)
+    offset = 0
+    if times is not None and times[0] > 1e-3:
+        # The audio before the grid becomes whole beats of lead-in rest, so tick 0 is 0 s.
+        beat = METER_GRID[meter][0]
+        k = min(beat, len(times) - 1)
+        sec_per_col = max((times[k] - times[0]) / max(k, 1), 1e-3)
+        offset = max(1, math.ceil(times[0] / sec_per_col / beat)) * beat
+        times = np.concatenate([times[0] * np.arange(offset) / offset, times])
+    return offset, _tempo_events(times, bpm, meter)
+
+
 def song_to_midi(song: Song, path: str | Path, *, column_times: Sequence[float] | None = None,
                  bpm: float = 120.0, chords_track: bool = True) -> None:
     """Write a Song as a standard MIDI file (480 ticks per quarter).
@@ -279,17 +299,9 @@ def song_to_midi(song: Song, path: str | Path, *, column_times: Sequence[float] 
     import miditoolkit
     from miditoolkit.midi.containers import Instrument, KeySignature, Lyric, Marker, Note, TempoChange, TimeSignature
 
-    times = None if column_times is None else np.asarray(column_times, dtype=float)
-    offset = 0
-    if times is not None and times[0] > 1e-3:
-        # The audio before the grid becomes whole beats of lead-in rest, so tick 0 is 0 s.
-        beat = METER_GRID[song.meter][0]
-        k = min(beat, len(times) - 1)
-        sec_per_col = max((times[k] - times[0]) / max(k, 1), 1e-3)
-        offset = max(1, math.ceil(times[0] / sec_per_col / beat)) * beat
-        times = np.concatenate([times[0] * np.arange(offset) / offset, times])
+    offset, tempos = midi_tempo_map(column_times, song.meter, bpm)
     midi = miditoolkit.MidiFile(ticks_per_beat=TICKS_PER_QUARTER)
-    for tick, q_bpm in _tempo_events(times, bpm, song.meter):
+    for tick, q_bpm in tempos:
         midi.tempo_changes.append(TempoChange(q_bpm, tick))
     num, den = (int(x) for x in song.meter.split("/"))
     # The first bar line sits at the first downbeat; a pickup before it keeps its length.

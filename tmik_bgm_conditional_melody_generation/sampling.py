@@ -12,6 +12,11 @@ each row (``masked / steps_left``) is committed, chosen by confidence mixed with
 top-p ``0.85 + 0.15 r``, and the unmasking order, from most-confident-first (``r = 0``)
 towards a random order (``r = 1``). The seed fixes every draw, so a run repeats exactly.
 
+With a given rhythm (:attr:`..constraints.LeadPlan.durations`, from :mod:`.rhythm`) the
+``lead_duration`` row is a condition (the note lengths at their onsets, ``PAD`` elsewhere)
+and only the pitch row is generated: a known duration makes a column's pitch a note
+(or no note), so the rhythm is kept exactly.
+
 A whole song (:func:`generate_lead`) is written in overlapping windows from left to right;
 each window sees the last :data:`CONTEXT` columns of the previous one as given tokens, so
 phrases continue across window edges, and bars of repeated sections are given as copies
@@ -278,7 +283,11 @@ def generate_lead(denoiser: Denoiser, grid: np.ndarray, plan: LeadPlan, settings
         if gen.any():
             cond = np.ones((len(ROWS), end - start), dtype=bool)
             cond[LEAD_PITCH] = ~gen
-            cond[LEAD_DURATION] = ~gen
+            if plan.durations is None:
+                cond[LEAD_DURATION] = ~gen
+            else:  # the rhythm is given: its note lengths are the condition, only pitches are written
+                cols = np.arange(start, end)[gen]
+                grid[LEAD_DURATION, cols] = plan.durations[cols]
             out = sample_window(denoiser, grid[:, start:end], cond, plan, start, settings, rng, tick)
             grid[lead, start:end] = out[lead]
         written[start:end] = True

