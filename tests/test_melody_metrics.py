@@ -7,17 +7,36 @@ import pretty_midi
 import pytest
 
 from tmik_bgm_conditional_melody_generation.analysis import Analysis
-from tmik_bgm_conditional_melody_generation.constraints import build_plan
+from tmik_bgm_conditional_melody_generation.constraints import build_plan, singable_columns
 from tmik_bgm_conditional_melody_generation.evaluation.baselines import random_in_key, rule_based
-from tmik_bgm_conditional_melody_generation.evaluation.eval_melody import human_melody, song_notes_sec, summarise
+from tmik_bgm_conditional_melody_generation.evaluation.eval_melody import (
+    evaluate_human_songs,
+    fitting_lines,
+    human_melody,
+    lyric_table,
+    song_notes_sec,
+    summarise,
+)
+from tmik_bgm_conditional_melody_generation.evaluation.human_songs import Performance, load_song
+from tmik_bgm_conditional_melody_generation.evaluation.melody_metrics import BEAT as BEAT_W
 from tmik_bgm_conditional_melody_generation.evaluation.melody_metrics import (
+    DOWNBEAT,
+    EIGHTH,
+    MID_BAR,
+    OFF_GRID,
+    SIXTEENTH,
+    breath_threshold,
     eighth_grid,
     label_pcs,
+    lyric_metrics,
     melody_metrics,
+    metrical_weight,
     section_similarity,
 )
 from tmik_bgm_conditional_melody_generation.getscore import chord_tones, scale_pcs
+from tmik_bgm_conditional_melody_generation.rhythm import plan_rhythm
 from tmik_bgm_conditional_melody_generation.timeline import timeline_from_analysis
+from tmik_common.lyrics import Lyrics, LyricsError, parse_lyrics
 
 BEAT = 0.6  # 100 BPM
 BARS = 8
@@ -268,3 +287,232 @@ def test_summarise_means_over_pieces_that_have_a_system():
     assert s["mean"]["ours"] is None
     assert s["by_kind"]["folk"]["rule_based"] == pytest.approx(0.9)
     assert s["by_kind"]["score"]["human"] is None
+
+
+# --------------------------------------------------------------------------------------
+# Lyrics set to the music: prosody, phrasing, rhythm (melody.json notes)
+# --------------------------------------------------------------------------------------
+
+
+def sung(beat: float, beats: float, syllable: str | None = "la", *, word: str | None = None, stress: int | None = 0,
+         phrase: int = 0, melisma: bool = False, beat_s: float = BEAT) -> dict:
+    """A melody.json note from a start and a length in beats (beat 0 is a downbeat; 4 beats a bar)."""
+    return {"start": beat * beat_s, "end": (beat + beats) * beat_s, "pitch": 60, "word": word or syllable,
+            "syllable": syllable, "stress": stress, "phrase": phrase, "melisma": melisma}
+
+
+def lyric(notes, **kw):
+    kw.setdefault("beats", BEATS)
+    kw.setdefault("downbeats", DOWNBEATS)
+    return lyric_metrics(notes, **kw)
+
+
+def test_metrical_weight_ranks_downbeat_mid_bar_beat_eighth_sixteenth():
+    at = [0.0, 2.0, 1.0, 3.0, 0.5, 2.5, 0.25, 0.75, 1 / 3]
+    got = metrical_weight(np.array(at) * BEAT, BEATS, DOWNBEATS, "4/4")
+    assert list(got) == [DOWNBEAT, MID_BAR, BEAT_W, BEAT_W, EIGHTH, EIGHTH, SIXTEENTH, SIXTEENTH, OFF_GRID]
+    # 3/4 has no mid-bar beat; a pickup before the first downbeat still knows its place in the bar.
+    waltz_downbeats = BEATS[1::3]
+    got = metrical_weight(np.array([1.0, 2.0, 3.0, 0.0]) * BEAT, BEATS, waltz_downbeats, "3/4")
+    assert list(got) == [DOWNBEAT, BEAT_W, BEAT_W, BEAT_W]
+    # 6/8: two dotted-quarter beats a bar, each split into three 8ths and six 16ths.
+    got = metrical_weight(np.array([0.0, 1.0, 1 / 3, 2 / 3, 1 / 6]) * BEAT, BEATS, BEATS[::2], "6/8")
+    assert list(got) == [DOWNBEAT, BEAT_W, EIGHTH, EIGHTH, SIXTEENTH]
+
+
+def test_stressed_syllable_on_the_downbeat_between_offbeat_neighbours_scores_one():
+    # "in the CI-ty": "the" on the "and" of 4, "Ci" on the downbeat, "ty" on the "and" of 1.
+    notes = [sung(3.0, 0.5, "in", stress=0), sung(3.5, 0.5, "the", stress=0),
+             sung(4.0, 1.0, "Ci", word="City", stress=1), sung(5.0, 1.0, "ty", word="City", stress=0)]
+    m = lyric(notes)
+    assert m["stress_on_strong"] == pytest.approx(1.0)
+    assert m["stress_on_strong_in_word"] == pytest.approx(1.0)
+    assert m["stressed_longer"] == pytest.approx(1.0)
+    assert m["n_syllables"] == 4
+
+
+def test_stressed_syllable_on_a_weaker_position_than_a_neighbour_scores_zero():
+    # "Ci" on the "and" of 1, "ty" on beat 2: the unstressed syllable sits stronger.
+    notes = [sung(0.5, 0.5, "Ci", word="City", stress=1), sung(1.0, 1.0, "ty", word="City", stress=0)]
+    m = lyric(notes)
+    assert m["stress_on_strong"] == pytest.approx(0.0)
+    assert m["stressed_longer"] == pytest.approx(0.0)  # 0.5 beats against 1 beat
+    # Strict: the same weight is not higher (beat 1 and beat 2 are both plain beats).
+    level = [sung(1.0, 1.0, "Ci", word="City", stress=1), sung(3.0, 1.0, "ty", word="City", stress=0)]
+    assert lyric(level)["stress_on_strong"] == pytest.approx(0.0)
+
+
+def test_word_scope_ignores_neighbours_in_other_words_and_melisma_lengthens_a_syllable():
+    # "LOVE the": a stressed one-syllable word before an unstressed function word.
+    notes = [sung(0.0, 0.5, "love", stress=1), sung(0.5, 0.5, "the", stress=0), sung(1.0, 1.0, "night", stress=1)]
+    m = lyric(notes)
+    assert m["stress_on_strong"] == pytest.approx(1.0)
+    assert m["stress_on_strong_in_word"] is None  # no word of two syllables
+    # "Ci" sung short, then a melisma note on the same syllable makes it as long as "ty".
+    notes = [sung(0.0, 0.5, "Ci", word="City", stress=1), sung(0.5, 0.5, "Ci", word="City", stress=1, melisma=True),
+             sung(1.0, 1.0, "ty", word="City", stress=0)]
+    m = lyric(notes)
+    assert m["n_syllables"] == 2
+    assert m["stressed_longer"] == pytest.approx(1.0)
+    # Equal note values a few milliseconds apart (a grid that jitters) are not shorter; an 8th against a quarter is.
+    jitter = [sung(0.0, 1.0, "Ci", word="City", stress=1), sung(1.0, 1.0, "ty", word="City", stress=0)]
+    jitter[0]["end"] -= 0.005
+    assert lyric(jitter)["stressed_longer"] == pytest.approx(1.0)
+    # Unknown stress (None) takes no part.
+    assert lyric([sung(0.0, 1.0, "la", stress=None), sung(1.0, 1.0, "la", stress=None)])["stress_on_strong"] is None
+
+
+def test_a_line_without_a_rest_after_it_scores_no_breath():
+    line0 = [sung(b, 1.0, phrase=0) for b in range(4)]
+    line1 = [sung(4 + b, 1.0, phrase=1) for b in range(4)]
+    m = lyric(line0 + line1)
+    assert m["breaths_per_line"] == pytest.approx(0.0)
+    assert m["longest_run_s"] == pytest.approx(8 * BEAT)
+    # A beat's rest after the first line is a breath, and splits the run.
+    rested = line0[:3] + [sung(4 + b, 1.0, phrase=1) for b in range(4)]
+    m = lyric(rested)
+    assert m["breaths_per_line"] == pytest.approx(1.0)
+    assert m["longest_run_s"] == pytest.approx(4 * BEAT)
+
+
+def test_a_breath_is_one_beat_or_a_third_of_a_second_whichever_is_shorter():
+    slow = [round(i * 1.0, 6) for i in range(16)]  # 60 BPM: 0.3 s is shorter than a beat
+    notes = [sung(0, 2.0, phrase=0, beat_s=1.0), sung(2.3, 1.7, phrase=1, beat_s=1.0)]
+    assert lyric(notes, beats=slow, downbeats=slow[::4])["breaths_per_line"] == pytest.approx(1.0)
+    notes = [sung(0, 2.0, phrase=0, beat_s=1.0), sung(2.2, 1.8, phrase=1, beat_s=1.0)]
+    assert lyric(notes, beats=slow, downbeats=slow[::4])["breaths_per_line"] == pytest.approx(0.0)
+    assert breath_threshold(1.0, slow) == pytest.approx(0.3)
+    fast = [round(i * 0.25, 6) for i in range(32)]  # 240 BPM: a beat (0.25 s) is shorter than 0.3 s
+    assert breath_threshold(1.0, fast) == pytest.approx(0.25)
+
+
+def test_pickup_and_downbeat_starts():
+    pickup = [sung(3.5, 0.5, phrase=0), sung(4.0, 2.0, phrase=0)]  # the "and" of 4, into the downbeat
+    on_one = [sung(8.0, 1.0, phrase=1), sung(9.0, 1.0, phrase=1)]
+    inside = [sung(13.0, 1.0, phrase=2), sung(14.0, 1.0, phrase=2)]  # beats 2-3 of a bar: neither
+    m = lyric(pickup + on_one + inside)
+    assert m["pickup_ratio"] == pytest.approx(1 / 3)
+    assert m["downbeat_start_ratio"] == pytest.approx(1 / 3)
+
+
+def test_onset_shares_and_an_offbeat_note_held_over_the_beat_is_an_anticipation():
+    notes = [sung(0.0, 1.0), sung(1.0, 0.5), sung(1.5, 1.0),  # on the "and" of 2, held over beat 3
+             sung(2.5, 0.5),  # on the "and" of 3, ends on beat 4: not held over it
+             sung(3.0, 0.25), sung(3.25, 0.75)]  # a 16th
+    m = lyric(notes)
+    assert m["onsets_on_beat"] == pytest.approx(3 / 6)
+    assert m["onsets_on_8th_offbeat"] == pytest.approx(2 / 6)
+    assert m["onsets_on_16th"] == pytest.approx(1 / 6)
+    assert m["onsets_off_grid"] == pytest.approx(0.0)
+    assert m["anticipation_ratio"] == pytest.approx(1 / 6)
+    assert m["median_note_beats"] == pytest.approx(0.625)
+
+
+def test_syllables_per_second_within_lines_and_over_the_whole_span():
+    # Two lines of 4 half-beat syllables (1.2 s each at 100 BPM) with 2.4 s between them.
+    line0 = [sung(b / 2, 0.5, phrase=0) for b in range(4)]
+    line1 = [sung(6 + b / 2, 0.5, phrase=1) for b in range(4)]
+    m = lyric(line0 + line1)
+    assert m["syllables_per_second_lines"] == pytest.approx(8 / 2.4)
+    assert m["syllables_per_second_overall"] == pytest.approx(8 / (8 * BEAT))
+    # Melisma notes are not syllables.
+    m = lyric([sung(0, 1.0, "oh"), sung(1, 1.0, "oh", melisma=True)])
+    assert m["n_syllables"] == 1
+    assert m["syllables_per_second_lines"] == pytest.approx(1 / (2 * BEAT))
+
+
+def test_repeated_words_are_separate_words():
+    # "go go": two one-syllable words, each spelled by its own syllable; the second is a neighbour
+    # in the line, not inside the first word.
+    notes = [sung(0.0, 1.0, "go", stress=1), sung(1.0, 1.0, "go", stress=0)]
+    m = lyric(notes)
+    assert m["stress_on_strong"] == pytest.approx(1.0)
+    assert m["stress_on_strong_in_word"] is None
+
+
+def test_lyric_metrics_without_notes_or_beats_give_no_figures():
+    m = lyric([])
+    assert m["n_syllables"] == 0
+    assert all(v is None for k, v in m.items() if k != "n_syllables")
+    m = lyric([sung(0, 1)], beats=[0.0])
+    assert m["stress_on_strong"] is None and m["onsets_on_beat"] is None
+
+
+# --------------------------------------------------------------------------------------
+# Human songs from music21's corpus
+# --------------------------------------------------------------------------------------
+
+
+def test_human_song_lines_words_stress_and_pickup_bar():
+    verses = load_song("leadSheet/fosterBrownHair.mxl", 0)
+    assert len(verses) == 2
+    first = verses[0]
+    sylls = [n for n in first.notes if not n["melisma"]]
+    assert [n["syllable"] for n in sylls[:5]] == ["I", "dream", "of", "Jean", "nie"]
+    assert (sylls[3]["word"], sylls[3]["stress"], sylls[4]["stress"]) == ("Jeannie", 1, 0)
+    assert sylls[2]["stress"] == 0  # "of": a function word
+    line2 = [n["syllable"] for n in sylls if n["phrase"] == 1]
+    assert line2[0] == "Borne" and line2[-1] == "air"
+    assert first.meter == "4/4" and first.tempo_source.startswith("no metronome mark")
+    # 6/8 with a pickup bar of three 8ths: the first downbeat lies one beat (a dotted quarter) before the first note.
+    lift = load_song("johnson_j_r/lift_every_voice.mxl", 0)[0]
+    assert lift.meter == "6/8"
+    beat = lift.beats[1] - lift.beats[0]
+    assert lift.downbeats[0] == pytest.approx(lift.notes[0]["start"] - beat)
+    assert metrical_weight([lift.notes[3]["start"]], lift.beats, lift.downbeats, lift.meter)[0] == DOWNBEAT  # "voice"
+
+
+def test_evaluate_human_songs_means_over_songs_of_verse_means():
+    beats = [float(b) for b in BEATS]
+    good = [sung(0.0, 1.0, "Ci", word="City", stress=1), sung(1.0, 1.0, "ty", word="City", stress=0)]
+    bad = [sung(0.5, 0.5, "Ci", word="City", stress=1), sung(1.0, 1.0, "ty", word="City", stress=0)]
+    chords = [(0.0, 100.0, frozenset({0, 4, 7}))]
+    perfs = [Performance("a", 1, good, beats, DOWNBEATS, "4/4", 100.0, "test", "C major", chords),
+             Performance("a", 2, bad, beats, DOWNBEATS, "4/4", 100.0, "test", "C major", chords),
+             Performance("b", 1, good, beats, DOWNBEATS, "4/4", 100.0, "test", "C major", chords)]
+    out = evaluate_human_songs(perfs)
+    assert out["songs"]["a"]["stress_on_strong"] == pytest.approx(0.5)
+    assert out["mean"]["stress_on_strong"] == pytest.approx(0.75)
+    assert out["mean"]["chord_tone_ratio"] == pytest.approx(1.0)  # C over a C major chord given as pitch classes
+    assert out["info"]["a"]["verses"] == 2
+
+
+def test_the_evaluation_sings_as_many_first_lines_as_the_track_holds():
+    a = analysis()  # 8 bars at 100 BPM: about 19 s
+    lyrics = parse_lyrics("\n".join(["Walking home beneath the city lights tonight"] * 12))
+    n = fitting_lines(a, lyrics)
+    assert 1 <= n < 12
+    timeline = timeline_from_analysis(a)
+    singable = singable_columns(timeline)
+    plan_rhythm(timeline, Lyrics(lines=lyrics.lines[:n]), singable)  # fits
+    with pytest.raises(LyricsError):
+        plan_rhythm(timeline, Lyrics(lines=lyrics.lines[:n + 1]), singable)
+    short = parse_lyrics("Hold on\nCarry me")
+    assert fitting_lines(a, short) == 2
+
+
+def test_function_words_on_weak_positions_and_melismas_on_stressed_or_final_syllables():
+    # "the" (unstressed one-syllable word) on the "and" of 4, then on a downbeat.
+    notes = [sung(3.5, 0.5, "the", stress=0), sung(4.0, 1.0, "Ci", word="City", stress=1),
+             sung(5.0, 1.0, "ty", word="City", stress=0), sung(8.0, 1.0, "the", stress=0),
+             sung(9.0, 1.0, "night", stress=1)]
+    m = lyric(notes)
+    assert m["function_words_weak"] == pytest.approx(1 / 2)  # "ty" belongs to a two-syllable word
+    assert m["melisma_stressed_or_final"] is None  # no melisma
+    # A melisma on a stressed "Ci" and on the line-final (unstressed) "ty" are fine; one on "ty" mid-line is not.
+    city = [sung(0.0, 0.5, "Ci", word="City", stress=1), sung(0.5, 0.5, "Ci", word="City", stress=1, melisma=True),
+            sung(1.0, 0.5, "ty", word="City", stress=0), sung(1.5, 0.5, "ty", word="City", stress=0, melisma=True)]
+    later = [dict(n, start=n["start"] + 4 * BEAT, end=n["end"] + 4 * BEAT) for n in city]
+    unsustained = [later[0], later[2], later[3]]  # the second "Ci" on one note, its "ty" ends the line
+    notes = city + [sung(2.0, 0.5, "to", stress=0)] + unsustained
+    assert lyric(notes)["melisma_stressed_or_final"] == pytest.approx(2 / 3)
+
+
+def test_lyrics_table_gives_the_issue_target_and_a_verdict_for_ours():
+    ours = {"syllables_per_second_lines": 1.2, "breaths_per_line": 1.0, "onsets_on_beat": 0.8}
+    rows = {line.split("  ")[0].strip(): line for line in lyric_table([("ours", ours), ("human", {})], ours=[0])
+            .splitlines()}
+    assert rows["syllables/s in lines"].rstrip().endswith("below")
+    assert rows["breaths per line"].rstrip().endswith("PASS")
+    assert rows["onsets on beats"].rstrip().endswith("above")
+    assert "1.20" in rows["syllables/s in lines"] and "1.50-5.00" in rows["syllables/s in lines"]
