@@ -26,6 +26,7 @@ from tmik_common.errors import CodedError
 from tmik_common.isolation import TaskCrashed, TaskFailed, TaskOutOfMemory, TaskProcess
 from tmik_common.lyrics import LyricsError, parse_lyrics, read_lyrics_file
 from tmik_common.tasks import TaskRequest, TaskType
+from tmik_common.tempo import tempo_override, time_signature_override
 
 log = logging.getLogger("app.cli")
 
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--sensitivity", type=float, default=0.5, help="Beat Detection Sensitivity 0..1 (default 0.5)")
     gen.add_argument("--randomness", type=float, default=0.5, help="Creative Randomness 0..1 (default 0.5)")
     gen.add_argument("--seed", type=int, default=0, help="same seed, same song (default 0)")
+    gen.add_argument("--tempo", metavar="BPM|half|double", help="the tempo a singer counts: 30..300 BPM, or half / "
+                     "double the detected one; the analysis runs at that level (default: automatic)")
+    gen.add_argument("--time-signature", metavar="N/D", help="the meter: 2/4, 3/4, 4/4, 6/8 or 12/8 (default: "
+                     "automatic)")
     gen.add_argument("--lyrics-file", type=Path, help="lyrics (text, optional [Section] tags); none: a vocalise")
     gen.add_argument("--style", default="pop_bright", help="vocal style (see --list-styles; default pop_bright)")
     gen.add_argument("--target-lufs", type=float, default=-14.0, help="master loudness (default -14)")
@@ -73,9 +78,9 @@ def _stage_work(stage: str):
             from tmik_make_vocal_mix.styles import get_style
 
             out = Path(p["out"])
-            lyrics = parse_lyrics(read_lyrics_file(Path(p["lyrics_file"]))) if p.get("lyrics_file") else None
             try:
                 if stage == "melody":
+                    lyrics = parse_lyrics(read_lyrics_file(Path(p["lyrics_file"]))) if p.get("lyrics_file") else None
                     limits = melody_config.load()  # every stage reads one capped copy (<= 48 kHz, <= 2 channels)
                     background = write_working_copy(Path(p["input"]), Path(p["work"]) / "background.wav",
                                                     name=p["input"], min_seconds=limits.min_audio_seconds,
@@ -84,9 +89,11 @@ def _stage_work(stage: str):
                     checkpoint = Path(p["checkpoint"]) if p.get("checkpoint") else checkpoint_from_env()
                     run_generation(background, out / "melody", sensitivity=p["sensitivity"],
                                    randomness=p["randomness"], seed=p["seed"], lyrics=lyrics,
-                                   vocal_range=(style.low, style.high), checkpoint=checkpoint, progress=progress)
+                                   vocal_range=(style.low, style.high), checkpoint=checkpoint, progress=progress,
+                                   tempo=p.get("tempo"), time_signature=p.get("time_signature"))
                     return {"background": str(background)}
-                result = run_render(Path(p["background"]), out / "melody" / "melody.mid", out, lyrics=lyrics,
+                # The voice sings melody.json: the words and syllables the melody stage set (no lyrics again).
+                result = run_render(Path(p["background"]), out / "melody" / "melody.json", out,
                                     style=p["style"], seed=p["seed"], target_lufs=p["target_lufs"], progress=progress)
                 return {name: str(path) for name, path in result.outputs.items()}
             except CheckpointError as exc:
@@ -120,6 +127,12 @@ def generate(args: argparse.Namespace) -> int:
             print(f"error: --{name} must be from 0 to 1, got {value:g}", file=sys.stderr)
             return 2
     try:
+        tempo = tempo_override(args.tempo, "--tempo")
+        time_signature = time_signature_override(args.time_signature, "--time-signature")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         style = get_style(args.style)
         if args.lyrics_file:
             parse_lyrics(read_lyrics_file(args.lyrics_file))  # refused here, before anything starts
@@ -147,6 +160,7 @@ def generate(args: argparse.Namespace) -> int:
     # the kernel's out-of-memory killer) is reported here, with the stage it happened in.
     params = {"input": str(args.input.resolve()), "out": str(args.out.resolve()), "sensitivity": args.sensitivity,
               "randomness": args.randomness, "seed": args.seed, "style": style.name, "target_lufs": args.target_lufs,
+              "tempo": tempo, "time_signature": time_signature,
               "lyrics_file": str(args.lyrics_file.resolve()) if args.lyrics_file else None,
               "checkpoint": str(args.checkpoint.resolve()) if args.checkpoint else None}
     stage = "melody"

@@ -4,9 +4,10 @@ Run one or many (``python -m app.job_manager``; in docker ``--scale job-manager=
 
 1. claims the oldest runnable job atomically (:func:`app.jobs.claim`) with a lease of
    ``JOB_LEASE_SECONDS``, renewed on every progress write (about twice a second while it runs);
-2. runs the **melody** stage (melody service task ``generate``: analysis, melody.mid) and then the
-   **vocal** stage (vocal-mix service task ``render``: the sung, mixed, mastered song and the
-   exports), passing the chosen style's range to the melody service so the voice can sing it;
+2. runs the **melody** stage (melody service task ``generate``: analysis, melody.json, melody.mid)
+   and then the **vocal** stage (vocal-mix service task ``render`` of melody.json: the sung, mixed,
+   mastered song and the exports), passing the chosen style's range to the melody service so the
+   voice can sing it, and the lyrics to the melody service only (melody.json carries them on);
 3. records each stage's outputs as the job's artifacts as soon as the stage is done, so a job
    that is taken over after a crash starts at the first stage without results (and first tries
    to follow the service task its predecessor left running);
@@ -209,7 +210,7 @@ class Worker:
         if stage != "melody":
             return False
         return all(name in artifacts and (self.cfg.shared_data_dir / artifacts[name]).is_file()
-                   for name in ("melody.mid", "analysis.json"))
+                   for name in ("melody.json", "melody.mid", "analysis.json"))
 
     def _update(self, job: Job, event: str | None = None, **values: Any) -> None:
         status = self._db(lambda: jobs.update_job(self.sessions, job.id, self.worker_id, event=event,
@@ -226,9 +227,13 @@ class Worker:
             style = self._with_retry(job, stage, self.vocal, lambda: self._style(params.get("style")))
             melody_params = {"sensitivity": params.get("sensitivity", 0.5), "randomness": params.get("randomness", 0.5),
                              "seed": params.get("seed", 0), "vocal_range": list(style["vocal_range"]), **lyrics}
+            # The musician's tempo / time signature (absent: automatic): the analysis runs at that level.
+            melody_params.update({k: params[k] for k in ("tempo", "time_signature") if params.get(k) is not None})
             return self.melody, "generate", {"audio": job.input_file}, melody_params
-        melody = (job.artifacts or {}).get("melody.mid")
-        vocal_params = {"style": params.get("style"), "seed": params.get("seed", 0), **lyrics}
+        # The voice sings from melody.json: its notes carry the words, syllables, stress and phrases the
+        # melody service set, so the lyrics text is not sent again (it was parsed once, there).
+        melody = (job.artifacts or {}).get("melody.json")
+        vocal_params = {"style": params.get("style"), "seed": params.get("seed", 0)}
         if params.get("target_lufs") is not None:
             vocal_params["target_lufs"] = params["target_lufs"]
         return self.vocal, "render", {"background": job.input_file, "melody": str(melody)}, vocal_params

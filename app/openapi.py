@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tmik_common.tasks import MAX_SEED
+from tmik_common.tempo import MAX_BPM, MIN_BPM, TEMPO_LEVELS, TIME_SIGNATURES
 
 from . import submit
 from .access import AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW_S
@@ -98,6 +99,14 @@ def _param_properties(*, json_types: bool) -> dict[str, Any]:
                             "description": "lyrics with optional [Section] tags; empty: a vocalise"}),
         "target_lufs": nullable({"type": "number", "minimum": -30, "maximum": -6,
                                  "description": "integrated loudness of the mix (default -14)"}),
+        "tempo": {"oneOf": [{"type": "number", "minimum": MIN_BPM, "maximum": MAX_BPM},
+                            {"type": "string", "enum": list(TEMPO_LEVELS)},
+                            *([{"type": "null"}] if json_types else [])],
+                  "description": "the tempo a singer counts, in beats per minute, or 'half' / 'double' the "
+                                 "detected one; the analysis is run at that level (left out: automatic; the "
+                                 "levels it considered are analysis.json's tempo_candidates)"},
+        "time_signature": nullable({"type": "string", "enum": [*TIME_SIGNATURES, *([None] if json_types else [])],
+                                    "description": "the meter the bars are counted in (left out: automatic)"}),
     }
 
 

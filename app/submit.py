@@ -32,6 +32,7 @@ from tmik_common.lyrics import MAX_FILE_BYTES as MAX_LYRICS_FILE_BYTES
 from tmik_common.lyrics import LyricsError, parse_lyrics
 from tmik_common.lyrics import read_lyrics_file as read_lyrics_text
 from tmik_common.tasks import MAX_SEED
+from tmik_common.tempo import TEMPO_LEVELS, tempo_override, time_signature_override
 
 from . import jobs
 from .config import Config
@@ -57,7 +58,8 @@ MAX_LYRICS_CHARS = 20_000
 _STYLE_RE = re.compile(r"[a-z][a-z0-9_]{0,40}")
 STYLE_PATTERN = "^" + _STYLE_RE.pattern + "$"  # the same rule as a JSON-schema pattern (API document)
 # The parameters a musician sets (form fields of the API and the Create tab; keys of ``params``).
-PARAM_NAMES = frozenset({"sensitivity", "randomness", "style", "seed", "lyrics", "target_lufs"})
+PARAM_NAMES = frozenset({"sensitivity", "randomness", "style", "seed", "lyrics", "target_lufs", "tempo",
+                         "time_signature"})
 
 
 
@@ -103,7 +105,9 @@ def parse_params(raw: Mapping[str, Any], styles: list[str] | None = None) -> dic
     ``sensitivity`` (Beat Detection Sensitivity) and ``randomness`` (Creative Randomness) 0..1,
     ``style`` (Vocal Style; checked against ``styles`` when the list is known), ``seed``
     (0..MAX_SEED; empty: a random one, recorded so the take can be repeated), ``lyrics``
-    (text with optional [Section] tags; empty: a vocalise), ``target_lufs`` (-30..-6).
+    (text with optional [Section] tags; empty: a vocalise), ``target_lufs`` (-30..-6), ``tempo``
+    (BPM 30..300, or "half"/"double" the detected tempo; empty: automatic) and ``time_signature``
+    ("2/4", "3/4", "4/4", "6/8", "12/8"; empty: automatic), which re-run the analysis at that level.
     """
     known = set(PARAM_NAMES)
     # Every name outside PARAM_NAMES is refused, "file" too: callers take the upload out of ``raw``
@@ -152,6 +156,13 @@ def parse_params(raw: Mapping[str, Any], styles: list[str] | None = None) -> dic
         params["lyrics"] = lyrics
     if raw.get("target_lufs") not in (None, ""):
         params["target_lufs"] = _number(raw, "target_lufs", -14.0, -30.0, -6.0)
+    for name, check in (("tempo", tempo_override), ("time_signature", time_signature_override)):
+        try:
+            value = check(raw.get(name), name)
+        except ValueError as exc:
+            raise SubmitError("invalid_param", str(exc), name) from None
+        if value is not None:
+            params[name] = value
     return params
 
 
@@ -302,7 +313,8 @@ def read_lyrics_file(stream: BinaryIO, filename: str = "lyrics.txt") -> str:
 
 def params_from_json(body: Any) -> dict[str, Any]:
     """Parameters from a JSON body: an object whose values have the documented JSON types
-    (numbers as numbers, ``seed`` a whole number, ``style`` and ``lyrics`` text; null: the default).
+    (numbers as numbers, ``seed`` a whole number, ``style``, ``lyrics`` and ``time_signature`` text,
+    ``tempo`` a number or "half"/"double"; null: the default).
     Names are checked by :func:`parse_params`."""
     if body is None:
         return {}
@@ -311,8 +323,11 @@ def params_from_json(body: Any) -> dict[str, Any]:
     for name, value in body.items():
         if name not in PARAM_NAMES or value is None:
             continue
-        if name in ("style", "lyrics"):
+        if name in ("style", "lyrics", "time_signature"):
             ok, kind = isinstance(value, str), "text"
+        elif name == "tempo":
+            ok = value in TEMPO_LEVELS or (isinstance(value, int | float) and not isinstance(value, bool))
+            kind = "a number of beats per minute or 'half' or 'double'"
         elif name == "seed":  # JSON Schema counts 7.0 as an integer too
             ok = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float)
                                                                               and value.is_integer())

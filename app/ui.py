@@ -47,7 +47,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import jobs, plots, submit
+from . import jobs, plots, submit, tempo_form
 from .access import LinkSigner
 from .context import AppContext, Unauthorized
 from .models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job
@@ -154,7 +154,8 @@ def job_duration(job: Job, now: datetime | None = None) -> float | None:
 
 
 def fmt_params(params: Mapping[str, Any] | None) -> str:
-    """The musician's choices in one line: style, seed, sensitivity, randomness, loudness, lyrics."""
+    """The musician's choices in one line: style, seed, sensitivity, randomness, loudness, tempo, time
+    signature, lyrics."""
     p = dict(params or {})
     parts = []
     if p.get("style"):
@@ -167,6 +168,7 @@ def fmt_params(params: Mapping[str, Any] | None) -> str:
         parts.append(f"rand {float(p['randomness']):.2f}")
     if p.get("target_lufs") is not None:
         parts.append(f"{float(p['target_lufs']):g} LUFS")
+    parts += tempo_form.fmt_overrides(p)
     lyrics = str(p.get("lyrics") or "")
     lines = [ln for ln in lyrics.splitlines() if ln.strip() and not ln.strip().startswith("[")]
     parts.append(f"lyrics: {len(lines)} line{'s' if len(lines) != 1 else ''}" if lines else "vocalise")
@@ -395,14 +397,18 @@ def rerun_defaults(job: Job) -> dict[str, Any]:
         "seed": "" if p.get("seed") is None else str(p["seed"]),
         "lyrics": str(p.get("lyrics") or ""),
         "target_lufs": float(p.get("target_lufs", DEFAULT_LUFS)),
+        "tempo": tempo_form.control_value(p.get("tempo")),
+        "time_signature": tempo_form.control_value(p.get("time_signature")),
     }
 
 
 def form_params(sensitivity: Any, randomness: Any, style: Any, seed: Any, lyrics: Any,
-                target_lufs: Any) -> dict[str, Any]:
+                target_lufs: Any, tempo: Any = None, time_signature: Any = None) -> dict[str, Any]:
     """The raw parameters (as :func:`submit.parse_params` takes them) from the form's values."""
     raw: dict[str, Any] = {"sensitivity": sensitivity, "randomness": randomness, "style": style or None,
-                           "seed": "" if seed is None else str(seed).strip(), "lyrics": lyrics or ""}
+                           "seed": "" if seed is None else str(seed).strip(), "lyrics": lyrics or "",
+                           "tempo": tempo_form.param_value(tempo),
+                           "time_signature": tempo_form.param_value(time_signature)}
     if target_lufs not in (None, ""):
         raw["target_lufs"] = target_lufs
     return raw
@@ -777,6 +783,9 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
                                                  "more adventurous notes, rhythms and variation.",
                                             elem_id="create-randomness")
                         with gr.Row():
+                            tempo_in = gr.Dropdown(**tempo_form.tempo_control(), elem_id="create-tempo")
+                            meter_in = gr.Dropdown(**tempo_form.meter_control(), elem_id="create-time-signature")
+                        with gr.Row():
                             style_in = gr.Dropdown(choices=style_choices(None), value=submit.DEFAULT_STYLE,
                                                    label="Vocal Style", scale=5, elem_id="create-style")
                             style_refresh = gr.Button("↻", scale=0, min_width=40, size="sm")
@@ -834,6 +843,9 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
                                                   label="Vocal Style")
                             r_seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="dash-rerun-seed")
                             r_lufs = gr.Slider(-30, -6, value=DEFAULT_LUFS, step=0.5, label="Target loudness (LUFS)")
+                        with gr.Row():
+                            r_tempo = gr.Dropdown(**tempo_form.tempo_control(), elem_id="dash-rerun-tempo")
+                            r_meter = gr.Dropdown(**tempo_form.meter_control(), elem_id="dash-rerun-time-signature")
                         r_lyrics = gr.Textbox(label="Lyrics", lines=5, max_lines=30, placeholder=LYRICS_PLACEHOLDER)
                         rerun_btn = gr.Button("Re-run", variant="primary", elem_id="dash-rerun-btn")
                     with gr.Accordion("History", open=False):
@@ -858,7 +870,8 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
 
         # ====================================================================== events: Create
         @plain_errors
-        def generate(audio_path, lyrics, sensitivity, randomness, style, seed, lufs, request: gr.Request):
+        def generate(audio_path, lyrics, sensitivity, randomness, style, seed, lufs, tempo, meter,
+                     request: gr.Request):
             # A plain (not async) handler: Gradio runs it in a worker thread, so reading the track never
             # holds up the event loop.
             owner = owner_of(request)
@@ -870,7 +883,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
 
             if not audio_path:
                 return refuse(f"Upload a background track first ({submit.accepted_input(ctx.cfg)}).")
-            raw = form_params(sensitivity, randomness, style, seed, lyrics, lufs)
+            raw = form_params(sensitivity, randomness, style, seed, lyrics, lufs, tempo, meter)
             session = session_of(_header(request, "cookie"))
             try:
                 fh = uploads.open(session, audio_path)
@@ -893,7 +906,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
             return ["", job.id, status_html(job), gr.Timer(active=True), *_Results.values(None)]
 
         generate_btn.click(
-            generate, [audio_in, lyrics_in, sens_in, rand_in, style_in, seed_in, lufs_in],
+            generate, [audio_in, lyrics_in, sens_in, rand_in, style_in, seed_in, lufs_in, tempo_in, meter_in],
             [create_error, create_job, create_status, create_timer, *create_results.outputs],
             concurrency_limit=4)
 
@@ -939,7 +952,8 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
                      else _Results.unchanged())
             return [gr.update(visible=True), status_html(job),
                     gr.update(visible=job.state in (QUEUED, RUNNING) and not job.cancel_requested),
-                    detail_markdown(job), table_frame(event_rows(events), EVENT_HEADERS), key, *media]
+                    detail_markdown(job, tempo_form.read_analysis(cfg, job)),
+                    table_frame(event_rows(events), EVENT_HEADERS), key, *media]
 
         detail_outputs = [detail_box, detail_status, cancel_btn, detail_md, events_table, shown_state,
                           *dash_results.outputs]
@@ -965,7 +979,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
             dash_page, dash_inputs, page_outputs, show_progress="hidden")
         create_tab.select(lambda: gr.Timer(active=False), None, dash_timer)
 
-        rerun_fields = [r_sens, r_rand, r_style, r_seed, r_lyrics, r_lufs]
+        rerun_fields = [r_sens, r_rand, r_style, r_seed, r_lyrics, r_lufs, r_tempo, r_meter]
 
         @plain_errors
         def select_job(ids, evt: gr.SelectData, request: gr.Request):
@@ -977,8 +991,11 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
             if job is None:
                 return [None, *_detail(None, "", request, True), *([gr.skip()] * len(rerun_fields))]
             d = rerun_defaults(job)
+            levels = (tempo_form.read_analysis(cfg, job) or {}).get("tempo_candidates")
             return [job_id, *_detail(job_id, "", request, True), d["sensitivity"], d["randomness"],
-                    d["style"], d["seed"], d["lyrics"], d["target_lufs"]]
+                    d["style"], d["seed"], d["lyrics"], d["target_lufs"],
+                    gr.update(choices=tempo_form.tempo_choices(levels, d["tempo"]), value=d["tempo"]),
+                    d["time_signature"]]
 
         table.select(select_job, ids_state, [selected, *detail_outputs, *rerun_fields], show_progress="hidden")
 
@@ -998,14 +1015,14 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
         cancel_btn.click(cancel, [selected, shown_state], detail_outputs, show_progress="hidden")
 
         @plain_errors
-        def rerun(job_id, sensitivity, randomness, style, seed, lyrics, lufs, request: gr.Request):
+        def rerun(job_id, sensitivity, randomness, style, seed, lyrics, lufs, tempo, meter, request: gr.Request):
             owner = owner_of(request)
             job = load_job(job_id, request)
             if job is None:
                 gr.Warning("Select a job first.")
                 return [gr.skip(), 1]
             styles = [s["name"] for s in styles_now() or []] or None
-            raw = form_params(sensitivity, randomness, style, seed, lyrics, lufs)
+            raw = form_params(sensitivity, randomness, style, seed, lyrics, lufs, tempo, meter)
             try:
                 new = submit.rerun_job(cfg, ctx.sessions, job, raw, owner=owner, styles=styles)
             except submit.SubmitError as exc:
@@ -1018,7 +1035,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
         def show_new(page, selected_id, request: gr.Request):
             return dash_page(page, selected_id, "", request)
 
-        rerun_btn.click(rerun, [selected, r_sens, r_rand, r_style, r_seed, r_lyrics, r_lufs], [selected, page_state],
+        rerun_btn.click(rerun, [selected, *rerun_fields], [selected, page_state],
                         concurrency_limit=4).then(show_new, [page_state, selected], page_outputs,
                                                   show_progress="hidden")
 
@@ -1026,8 +1043,9 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
     return blocks
 
 
-def detail_markdown(job: Job) -> str:
-    """The selected job's facts: track, times, parameters, lyrics, attempts, error."""
+def detail_markdown(job: Job, analysis: Mapping[str, Any] | None = None) -> str:
+    """The selected job's facts: track, times, parameters, the analysed meter (from ``analysis``, its
+    analysis.json), lyrics, attempts, error."""
     p = dict(job.params or {})
     lines = [
         f"**Job** `{job.id}` · **track** {job.input_name or '—'}"
@@ -1039,6 +1057,8 @@ def detail_markdown(job: Job) -> str:
         "",
         f"**Parameters**: {fmt_params(p)}",
     ]
+    if meter := tempo_form.analysis_markdown(analysis, p):
+        lines += ["", meter]
     if p.get("lyrics"):
         quoted = "\n".join(f"> {ln}  " if ln.strip() else ">" for ln in str(p["lyrics"]).splitlines())
         lines += ["", quoted]

@@ -29,6 +29,7 @@ class FakeBehaviour:
     refuse: str | None = None  # an error code to refuse every task with (422)
     submissions: Counter = field(default_factory=Counter)  # (task type, job id) -> times submitted
     params: list = field(default_factory=list)  # (task type, job id, params) per submission
+    inputs: list = field(default_factory=list)  # (task type, job id, input paths) per submission
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -43,6 +44,7 @@ def _task_type(name: str, data_dir: Path, behaviour: FakeBehaviour) -> TaskType:
             with behaviour.lock:  # counted where it runs: the runner prepares a task again to run it
                 behaviour.submissions[(name, request.job_id)] += 1
                 behaviour.params.append((name, request.job_id, dict(request.params)))
+                behaviour.inputs.append((name, request.job_id, dict(request.input)))
             steps = 10
             for i in range(steps):
                 progress("working", i / steps)

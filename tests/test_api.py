@@ -156,6 +156,32 @@ def test_upload_queues_a_job(api):
     assert detail["events"][0]["state"] == "queued" and detail["id"] == job["id"]
 
 
+def test_tempo_and_time_signature_are_set_left_automatic_and_rerun(api):
+    client, _ = api
+    job = upload(client, tempo="108", time_signature="3/4").get_json()
+    assert job["params"]["tempo"] == 108.0 and job["params"]["time_signature"] == "3/4"
+    assert upload(client, tempo="half").get_json()["params"]["tempo"] == "half"
+    automatic = upload(client, tempo="", time_signature="").get_json()["params"]
+    assert "tempo" not in automatic and "time_signature" not in automatic
+    # A musician who hears the wrong level reruns at the right one; null goes back to automatic.
+    resp = client.post(f"/api/jobs/{job['id']}/rerun", json={"tempo": "double"})
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["params"]["tempo"] == "double" and resp.get_json()["params"]["time_signature"] == "3/4"
+    again = client.post(f"/api/jobs/{job['id']}/rerun", json={"tempo": 54.5, "time_signature": None}).get_json()
+    assert again["params"]["tempo"] == 54.5 and "time_signature" not in again["params"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"tempo": "301"}, ("tempo must be a number of beats per minute from 30 to 300, or 'half' or 'double' "
+                       "(the detected tempo halved or doubled), got '301'")),
+    ({"time_signature": "5/4"}, "time_signature must be one of 2/4, 3/4, 4/4, 6/8, 12/8, got '5/4'"),
+])
+def test_a_refused_tempo_or_meter_says_the_field_the_value_and_what_is_allowed(api, fields, message):
+    client, _ = api
+    error = err(upload(client, **fields))
+    assert error["field"] == next(iter(fields)) and message in error["message"]
+
+
 def test_lyrics_file_upload(api):
     client, _ = api
     form = {"file": (io.BytesIO(WAV), "t.wav"), "lyrics_file": (io.BytesIO("\ufeffla la la\n".encode()), "l.txt")}
@@ -242,7 +268,12 @@ def test_a_path_in_the_file_name_stays_inside_the_jobs_folder(api, tmp_path, fil
     ({"target_lufs": "0"}, "invalid_param", "target_lufs"),
     ({"style": "opera_dramatic"}, "unknown_style", "style"),
     ({"style": "pop_bright\n"}, "unknown_style", "style"),
-    ({"tempo": "120"}, "unknown_param", "tempo"),
+    ({"bpm": "120"}, "unknown_param", "bpm"),
+    ({"tempo": "301"}, "invalid_param", "tempo"),
+    ({"tempo": "29.9"}, "invalid_param", "tempo"),
+    ({"tempo": "nan"}, "invalid_param", "tempo"),
+    ({"tempo": "triple"}, "invalid_param", "tempo"),
+    ({"time_signature": "5/4"}, "invalid_param", "time_signature"),
     ({"lyrics": "x" * 20_001}, "lyrics_too_long", "lyrics"),
 ])
 def test_bad_parameters_are_refused(api, fields, code, field):
@@ -368,7 +399,12 @@ def test_rerun_with_changed_parameters(api):
 
 @pytest.mark.parametrize("kwargs, status, code", [
     ({"json": {"style": "nope"}}, 422, "unknown_style"),
-    ({"json": {"tempo": 3}}, 422, "unknown_param"),
+    ({"json": {"bpm": 3}}, 422, "unknown_param"),
+    ({"json": {"tempo": 3}}, 422, "invalid_param"),
+    ({"json": {"tempo": "120"}}, 422, "invalid_param"),  # JSON numbers are numbers
+    ({"json": {"tempo": True}}, 422, "invalid_param"),
+    ({"json": {"time_signature": 4}}, 422, "invalid_param"),
+    ({"json": {"time_signature": "7/8"}}, 422, "invalid_param"),
     ({"json": {"seed": 10**400}}, 422, "invalid_param"),
     ({"json": {"seed": True}}, 422, "invalid_param"),
     ({"json": {"seed": 1.5}}, 422, "invalid_param"),

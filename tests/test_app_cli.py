@@ -34,6 +34,11 @@ def test_generate_writes_melody_song_stems_and_exports(track: Path, tmp_path: Pa
     assert record["vocal_range"] == [43, 60]  # the style's range reached the melody
     assert all(43 <= n["pitch"] <= 60 for n in record["notes"])
     assert record["notes"][0]["syllable"] == "Sing"
+    # The voice sang melody.json; its exports keep melody.mid's grid (its tempo_map), note for note.
+    from tmik_make_vocal_mix.export import note_ticks
+    from tmik_make_vocal_mix.score import load_score
+
+    assert note_ticks(load_score(out / "melody" / "melody.json")) == note_ticks(load_score(out / "melody" / "melody.mid"))
     qc = json.loads((out / "qc.json").read_text())
     assert qc["style"] == "low_warm" and abs(qc["integrated_lufs"] + 14) <= 0.5
     # The take's word check listened to its first sung words and compared them with the lyrics.
@@ -46,6 +51,9 @@ def test_generate_writes_melody_song_stems_and_exports(track: Path, tmp_path: Pa
 @pytest.mark.parametrize("args, message", [
     (["--sensitivity", "2"], "--sensitivity must be from 0 to 1"),
     (["--style", "opera"], "opera"),
+    (["--tempo", "500"], "--tempo must be a number of beats per minute from 30 to 300, or 'half' or 'double'"),
+    (["--tempo", "twice"], "got 'twice'"),
+    (["--time-signature", "5/4"], "--time-signature must be one of 2/4, 3/4, 4/4, 6/8, 12/8, got '5/4'"),
 ])
 def test_bad_options_exit_2_with_the_reason(track: Path, tmp_path: Path, capsys, args, message) -> None:
     assert cli.main(["generate", str(track), "--out", str(tmp_path / "o"), *args]) == 2
@@ -93,3 +101,50 @@ def test_a_crash_in_a_stage_ends_the_command_with_a_message(track: Path, tmp_pat
     err = "".join(lines) + rest
     assert proc.returncode == 1, err[-2000:]
     assert "error: the vocal stage failed" in err and "SIGSEGV" in err and "[task_crashed]" in err
+
+
+class _InProcess:
+    """The CLI's task process run in this process, so that a test's patches reach the stages."""
+
+    def __init__(self, name: str, factory: str, data_dir: Path, **_: object) -> None:
+        self.data_dir = data_dir
+
+    def start(self) -> None: ...
+
+    def wait_ready(self, timeout: float) -> bool:
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def run(self, task_id: str, request: dict, *, progress, cancelled) -> dict[str, str]:
+        from tmik_common.isolation import TaskFailed
+        from tmik_common.tasks import TaskRequest, error_of
+
+        work = cli.pipeline_task_types()[request["type"]].prepare(TaskRequest(**request), self.data_dir)
+        try:
+            return work(progress)
+        except Exception as exc:
+            raise TaskFailed(**error_of(exc)) from exc
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--tempo", "96", "--time-signature", "3/4"], {"tempo": 96.0, "time_signature": "3/4"}),
+    (["--tempo", "double"], {"tempo": "double", "time_signature": None}),
+    ([], {"tempo": None, "time_signature": None}),
+])
+def test_tempo_and_time_signature_reach_the_analysis(track: Path, tmp_path: Path, monkeypatch, capsys, args,
+                                                     expected) -> None:
+    from tmik_bgm_conditional_melody_generation import analysis
+    from tmik_common.audio import AudioError
+
+    seen: dict[str, object] = {}
+
+    def analyze_file(path, sensitivity=0.5, progress=None, *, tempo=None, time_signature=None):
+        seen.update(tempo=tempo, time_signature=time_signature)
+        raise AudioError("silent_audio", "stopped here by the test")
+
+    monkeypatch.setattr(cli, "TaskProcess", _InProcess)
+    monkeypatch.setattr(analysis, "analyze_file", analyze_file)
+    assert cli.main(["generate", str(track), "--out", str(tmp_path / "o"), "--no-progress", *args]) == 2
+    assert "stopped here by the test [silent_audio]" in capsys.readouterr().err
+    assert seen == expected

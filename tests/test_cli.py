@@ -16,7 +16,8 @@ from tmik_bgm_conditional_melody_generation.analysis import Analysis
 
 REPO = Path(__file__).resolve().parent.parent
 SR = 22050
-CONTRACT_KEYS = {"duration", "tempo", "time_signature", "beats", "downbeats", "key", "chords", "sections"}
+CONTRACT_KEYS = {"duration", "tempo", "time_signature", "beats", "downbeats", "key", "chords", "sections",
+                 "tempo_candidates"}
 
 
 def beat_track(seconds: float = 8.0, bpm: float = 120.0) -> np.ndarray:
@@ -102,8 +103,8 @@ def test_out_is_required(tmp_path, capsys):
 def test_main_passes_sensitivity_and_reports_progress(tmp_path, monkeypatch, capsys):
     seen = {}
 
-    def analyze_file(path, sensitivity=0.5, progress=None):
-        seen["sensitivity"] = sensitivity
+    def analyze_file(path, sensitivity=0.5, progress=None, *, tempo=None, time_signature=None):
+        seen.update(sensitivity=sensitivity, tempo=tempo, time_signature=time_signature)
         progress("beats", 0.5)
         return Analysis(duration=8.0, tempo=96.0, time_signature="3/4", beats=[0.5, 1.0, 1.5],
                         downbeats=[0.5], key="G major", chords=[(0.0, 8.0, "G:maj")],
@@ -112,8 +113,38 @@ def test_main_passes_sensitivity_and_reports_progress(tmp_path, monkeypatch, cap
     monkeypatch.setattr(analysis, "analyze_file", analyze_file)
     out = tmp_path / "analysis.json"
     assert analyze.main([str(tmp_path / "in.wav"), "--out", str(out), "--sensitivity", "1"]) == 0
-    assert seen["sensitivity"] == 1.0
+    assert seen == {"sensitivity": 1.0, "tempo": None, "time_signature": None}  # tempo, meter: automatic
     err = capsys.readouterr().err
     assert "96.0 BPM" in err and "3/4" in err and "G major" in err
     assert "3 beats" in err and "1 downbeat," in err and "1 chord," in err and "1 section" in err
     assert json.loads(out.read_text())["time_signature"] == "3/4"
+
+
+@pytest.mark.parametrize("args, tempo, time_signature", [
+    (["--tempo", "108", "--time-signature", "3/4"], 108.0, "3/4"),
+    (["--tempo", "half"], "half", None),
+    (["--tempo", "double", "--time-signature", "12/8"], "double", "12/8"),
+])
+def test_main_passes_the_tempo_and_time_signature_override(tmp_path, monkeypatch, args, tempo, time_signature):
+    seen = {}
+
+    def analyze_file(path, sensitivity=0.5, progress=None, **overrides):
+        seen.update(overrides)
+        return Analysis(duration=8.0, tempo=108.0, time_signature="3/4", beats=[0.5, 1.0, 1.5], downbeats=[0.5],
+                        key="G major")
+
+    monkeypatch.setattr(analysis, "analyze_file", analyze_file)
+    assert analyze.main([str(tmp_path / "in.wav"), "--out", str(tmp_path / "a.json"), *args]) == 0
+    assert seen == {"tempo": tempo, "time_signature": time_signature}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tempo", "500"], "argument --tempo: the tempo must be a number of beats per minute from 30 to 300"),
+    (["--tempo", "quick"], "got 'quick'"),
+    (["--time-signature", "7/8"], "argument --time-signature: the time signature must be one of 2/4, 3/4"),
+])
+def test_a_tempo_or_time_signature_not_allowed_is_a_usage_error(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        analyze.main([str(tmp_path / "x.wav"), "--out", str(tmp_path / "a.json"), *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

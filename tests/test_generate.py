@@ -156,6 +156,27 @@ def test_cli_bad_inputs_exit_2(tmp_path, pop_wav) -> None:
     assert r.returncode == 2 and "[" in r.stderr
 
 
+def test_cli_passes_the_tempo_and_time_signature_to_the_analysis(tmp_path, monkeypatch, capsys) -> None:
+    from tmik_bgm_conditional_melody_generation import generate
+    from tmik_common.audio import AudioError
+
+    seen = {}
+
+    def analyze_file(path, sensitivity=0.5, progress=None, **overrides):
+        seen.update(overrides)
+        raise AudioError("silent_audio", "stopped by the test")
+
+    monkeypatch.setattr(analysis, "analyze_file", analyze_file)
+    monkeypatch.setattr(analysis, "warm_up", lambda: 0.0)
+    args = [str(tmp_path / "in.wav"), "--out", str(tmp_path / "o"), "--tempo", "72.5", "--time-signature", "6/8"]
+    assert generate.main(args) == 2
+    assert "stopped by the test [silent_audio]" in capsys.readouterr().err
+    assert seen == {"tempo": 72.5, "time_signature": "6/8"}
+    with pytest.raises(SystemExit):
+        generate.main([*args[:3], "--tempo", "0"])
+    assert "argument --tempo: the tempo must be" in capsys.readouterr().err
+
+
 # -- service ----------------------------------------------------------------------------
 
 
@@ -199,12 +220,32 @@ def test_service_generate_task(gen_client, pop_wav) -> None:
     ({"lyrics": 5}, "invalid_param"),
     ({"lyrics": "!!! ..."}, "empty_lyrics"),
     ({"style": "pop"}, None),
+    ({"tempo": 301}, "invalid_param"),
+    ({"tempo": "triple"}, "invalid_param"),
+    ({"time_signature": "5/4"}, "invalid_param"),
 ])
 def test_service_generate_refuses_bad_params(gen_client, params, code) -> None:
     client, root = gen_client
     audio = put_input(root, "job2", np.zeros(22050 * 6, dtype=np.float32))
     r = submit(client, "job2", audio, params, type_="generate")
     assert_json_error(r, 422, code)
+
+
+def test_service_generate_runs_the_analysis_at_the_tempo_and_meter_asked_for(gen_client, monkeypatch) -> None:
+    client, root = gen_client
+    seen = []
+
+    def analyze_file(path, sensitivity=0.5, progress=None, *, tempo=None, time_signature=None):
+        seen.append((tempo, time_signature))
+        return pop_analysis()
+
+    monkeypatch.setattr(analysis, "analyze_file", analyze_file)
+    audio = put_input(root, "job4", np.zeros(22050 * 6, dtype=np.float32))
+    for params in ({"tempo": 100, "time_signature": "3/4"}, {"tempo": "double"}, {}):
+        r = submit(client, "job4", audio, {"seed": 1, **params}, type_="generate")
+        assert r.status_code == 202, r.get_data(as_text=True)
+        assert wait_for(client, r.get_json()["task_id"], {"done", "failed"}, timeout=120)["state"] == "done"
+    assert seen == [(100.0, "3/4"), ("double", None), (None, None)]
 
 
 def test_service_generate_cancel(gen_client, pop_wav, monkeypatch) -> None:

@@ -158,18 +158,31 @@ def test_three_workers_run_twenty_jobs_each_exactly_once(cfg, sessions, data_dir
 
 def test_style_range_and_lyrics_reach_the_services(cfg, sessions, data_dir, services) -> None:
     melody, vocal, behaviour = services
-    job_id = make_job(sessions, data_dir, style="low_warm", lyrics="la la land", target_lufs=-16.0)
+    job_id = make_job(sessions, data_dir, style="low_warm", lyrics="la la land", target_lufs=-16.0, tempo="half",
+                      time_signature="6/8")
+    automatic = make_job(sessions, data_dir)
     worker, thread = thread_worker(cfg, sessions, melody.url, vocal.url)
     try:
-        wait_until(lambda: state_of(sessions, job_id).state == SUCCEEDED, 30, "the job to succeed")
+        wait_until(lambda: all(state_of(sessions, j).state == SUCCEEDED for j in (job_id, automatic)), 30,
+                   "the jobs to succeed")
     finally:
         worker.stop_event.set()
         thread.join(10)
     sent = {name: params for name, jid, params in behaviour.params if jid == job_id}
     assert sent["generate"]["vocal_range"] == [43, 60]
-    assert sent["generate"]["lyrics"] == "la la land" == sent["render"]["lyrics"]
+    # The lyrics go to the melody service only: the render sings melody.json, which carries them.
+    assert sent["generate"]["lyrics"] == "la la land" and "lyrics" not in sent["render"]
+    given = {name: inputs for name, jid, inputs in behaviour.inputs if jid == job_id}
+    assert given["render"] == {"background": f"input/{job_id}/background.wav",
+                               "melody": f"melody_results/{job_id}/melody.json"}
     assert sent["render"]["style"] == "low_warm" and sent["render"]["target_lufs"] == -16.0
     assert sent["generate"]["seed"] == sent["render"]["seed"] == 1
+    # The musician's tempo and meter go to the melody stage (the analysis runs at that level) ...
+    assert sent["generate"]["tempo"] == "half" and sent["generate"]["time_signature"] == "6/8"
+    assert "tempo" not in sent["render"]
+    # ... and a job that left them automatic sends none.
+    plain = next(params for name, jid, params in behaviour.params if jid == automatic and name == "generate")
+    assert "tempo" not in plain and "time_signature" not in plain
 
 
 def test_killed_worker_job_is_finished_by_another_after_the_lease(cfg, sessions, data_dir, services) -> None:

@@ -88,3 +88,21 @@ def test_progress_and_cancel(voice: NeuralVoice) -> None:
 
     with pytest.raises(RuntimeError, match="cancelled"):
         voice.sing(_score(), progress=cancel)
+
+
+def test_a_stressed_syllable_is_sung_louder(voice: NeuralVoice) -> None:
+    # "sing a song" twice, the same but for the stress of "a": primary (as a test, louder) or none.
+    def take(stress_of_a: int) -> np.ndarray:
+        spec = [(0.5, 1.0, 62, "sing", 1), (1.0, 1.5, 64, "a", stress_of_a), (1.5, 2.3, 62, "song", 1)]
+        notes = [SungNote(a, b, p, s, word=s, stress=st, word_start=True) for a, b, p, s, st in spec]
+        return voice.sing(VocalScore(notes, [[0, 1, 2]]))[0]
+
+    plain, stressed = take(0), take(1)
+    sr = NeuralVoice.sample_rate
+
+    def rms(y: np.ndarray, a: float, b: float) -> float:
+        return float(np.sqrt(np.mean(y[int(a * sr): int(b * sr)] ** 2)))
+
+    gain_db = 20 * np.log10(rms(stressed, 1.1, 1.4) / rms(plain, 1.1, 1.4))
+    assert 1.0 < gain_db < 2.0  # about 1.5 dB on the stressed vowel
+    assert abs(20 * np.log10(rms(stressed, 0.6, 0.9) / rms(plain, 0.6, 0.9))) < 0.3  # "sing" unchanged

@@ -119,3 +119,19 @@ def test_fit_range_moves_by_octaves_only(tmp_path) -> None:
     with pytest.raises(RenderError):
         fit_range(read_melody(melody(tmp_path / "w.mid", pitches=(40, 50, 60, 70, 80, 70, 60, 50))),
                   get_style("pop_bright"))
+
+
+def test_render_cli_sings_melody_json_and_refuses_a_bad_one(tmp_path, inputs) -> None:
+    from test_vocal_service import melody_json
+
+    bg, _ = inputs
+    song = melody_json(tmp_path / "melody.json")
+    out = tmp_path / "out"
+    r = run_cli("--background", bg, "--melody", song, "--out", out)
+    assert r.returncode == 0, r.stderr
+    lyrics = [ly.text for ly in miditoolkit.MidiFile(str(out / "melody_lyrics.mid")).lyrics]
+    assert lyrics[:7] == ["Twin", "kle", "twin", "kle", "lit", "tle", "star"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"notes": [{"start": 1.0, "end": 0.5, "pitch": 60}]}')
+    r = run_cli("--background", bg, "--melody", bad, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "melody_bad_field" in r.stderr and "note 0" in r.stderr

@@ -124,7 +124,7 @@ def assert_json_error(response, status: int, code: str | None = None) -> dict:
 
 def slow_analysis(started: threading.Event | None = None, seconds: float = 30.0):
     """An analyze_file stand-in that reports progress every 20 ms for ``seconds``."""
-    def analyze_file(path, sensitivity=0.5, progress=None):
+    def analyze_file(path, sensitivity=0.5, progress=None, **overrides):
         if started is not None:
             started.set()
         t0 = time.monotonic()
@@ -187,7 +187,10 @@ def test_analyze_task_runs_to_done_and_writes_contract_json(client, data_dir):
 
     data = json.loads((data_dir / task["outputs"]["analysis"]).read_text())
     assert set(data) == {"duration", "tempo", "time_signature", "beats", "downbeats", "key",
-                         "chords", "sections"}
+                         "chords", "sections", "tempo_candidates"}
+    # The metrical levels the tracker weighed, which a musician can pick from (params.tempo).
+    assert data["tempo_candidates"] and all(set(c) == {"bpm", "score", "level"} and c["bpm"] > 0
+                                            for c in data["tempo_candidates"])
     assert math.isclose(data["duration"], 8.0, abs_tol=0.05)
     assert isinstance(data["tempo"], float) and data["tempo"] > 0
     assert re.fullmatch(r"\d+/\d+", data["time_signature"])
@@ -206,17 +209,31 @@ def test_analyze_task_runs_to_done_and_writes_contract_json(client, data_dir):
 def test_params_reach_the_analysis_and_default_applies(client, data_dir, monkeypatch):
     seen = []
 
-    def analyze_file(path, sensitivity=0.5, progress=None):
-        seen.append((Path(path), sensitivity))
+    def analyze_file(path, sensitivity=0.5, progress=None, *, tempo=None, time_signature=None):
+        seen.append((Path(path), sensitivity, tempo, time_signature))
         return fake_analysis()
 
     monkeypatch.setattr(analysis, "analyze_file", analyze_file)
     audio = put_input(data_dir, "job2", click_chord_track(1.0))
-    for params in ({"sensitivity": 0.9}, None, {}):
+    for params in ({"sensitivity": 0.9}, None, {}, {"tempo": "half", "time_signature": "6/8"}, {"tempo": 108},
+                   {"tempo": None, "time_signature": None}):
         task_id = submit(client, "job2", audio, params).get_json()["task_id"]
         assert wait_for(client, task_id, {"done", "failed"})["state"] == "done"
-    assert [s for _, s in seen] == [0.9, 0.5, 0.5]
+    assert [s[1:] for s in seen] == [(0.9, None, None), (0.5, None, None), (0.5, None, None),
+                                     (0.5, "half", "6/8"), (0.5, 108.0, None), (0.5, None, None)]
     assert seen[0][0] == (data_dir / audio).resolve()
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"tempo": 500}, "params.tempo"), ({"tempo": 12}, "params.tempo"), ({"tempo": "fast"}, "params.tempo"),
+    ({"tempo": "108"}, "params.tempo"), ({"tempo": True}, "params.tempo"), ({"tempo": [108]}, "params.tempo"),
+    ({"time_signature": "5/4"}, "params.time_signature"), ({"time_signature": 4}, "params.time_signature"),
+])
+def test_bad_tempo_or_time_signature_is_422_naming_it(client, data_dir, params, field):
+    audio = put_input(data_dir, "job7", click_chord_track(1.0))
+    error = assert_json_error(submit(client, "job7", audio, params), 422, "invalid_param")
+    value = next(iter(params.values()))
+    assert error["message"].startswith(f"{field} must be") and f"got {value!r}" in error["message"]
 
 
 @pytest.mark.parametrize("path", [
@@ -346,7 +363,7 @@ def test_cancel_queued_task_is_immediate(client, data_dir, monkeypatch):
 
 
 def test_service_keeps_serving_after_an_internal_failure(client, data_dir, monkeypatch, caplog):
-    def broken(path, sensitivity=0.5, progress=None):
+    def broken(path, sensitivity=0.5, progress=None, **overrides):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(analysis, "analyze_file", broken)
@@ -356,14 +373,14 @@ def test_service_keeps_serving_after_an_internal_failure(client, data_dir, monke
     assert "boom" not in task["error"]["message"]  # internals stay in the log
     assert any("failed unexpectedly" in r.message and r.exc_info for r in caplog.records)
 
-    monkeypatch.setattr(analysis, "analyze_file", lambda p, sensitivity=0.5, progress=None: fake_analysis())
+    monkeypatch.setattr(analysis, "analyze_file", lambda p, sensitivity=0.5, progress=None, **_: fake_analysis())
     assert client.get("/health").get_json()["status"] == "ok"
     task = wait_for(client, submit(client, "job11", audio).get_json()["task_id"], {"failed", "done"})
     assert task["state"] == "done"
 
 
 def test_list_tasks_and_filters(client, data_dir, monkeypatch):
-    monkeypatch.setattr(analysis, "analyze_file", lambda p, sensitivity=0.5, progress=None: fake_analysis())
+    monkeypatch.setattr(analysis, "analyze_file", lambda p, sensitivity=0.5, progress=None, **_: fake_analysis())
     audio_a = put_input(data_dir, "jobA", click_chord_track(1.0))
     audio_b = put_input(data_dir, "jobB", click_chord_track(1.0))
     a = submit(client, "jobA", audio_a).get_json()["task_id"]

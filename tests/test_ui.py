@@ -110,6 +110,8 @@ def test_fmt_params():
                           "target_lufs": -16.0, "lyrics": "[Verse]\nOne line\nTwo line\n"})
     assert text == "ballad · seed 7 · sens 0.50 · rand 0.25 · -16 LUFS · lyrics: 2 lines"
     assert ui.fmt_params({"style": "choir", "seed": 1}).endswith("vocalise")
+    assert ui.fmt_params({"style": "choir", "tempo": 108.0, "time_signature": "6/8"}) == "choir · 108 BPM · 6/8 · vocalise"
+    assert ui.fmt_params({"style": "choir", "tempo": "double"}) == "choir · double tempo · vocalise"
 
 
 CHECKS = {"pitch_accuracy": 0.9712, "voiced_fraction": 0.91, "integrated_lufs": -14.04, "target_lufs": -14.0,
@@ -151,13 +153,39 @@ def test_style_choices_and_info():
 
 
 def test_form_params_feed_parse_params():
-    from app.submit import parse_params
+    from app.submit import SubmitError, parse_params
 
     raw = ui.form_params(0.3, 0.8, "ballad", " 42 ", "[Chorus]\nLa la la", -16)
     params = parse_params(raw)
     assert params["seed"] == 42 and params["style"] == "ballad" and params["target_lufs"] == -16
     assert params["sensitivity"] == 0.3 and params["lyrics"].startswith("[Chorus]")
     assert isinstance(parse_params(ui.form_params(0.5, 0.5, None, "", "", None))["seed"], int)  # blank: random
+    # Tempo and time signature: automatic leaves them out; a choice or a typed BPM is kept.
+    automatic = parse_params(ui.form_params(0.5, 0.5, None, "", "", None, "auto", "auto"))
+    assert "tempo" not in automatic and "time_signature" not in automatic
+    assert "tempo" not in parse_params(ui.form_params(0.5, 0.5, None, "", "", None, "Automatic", None))
+    chosen = parse_params(ui.form_params(0.5, 0.5, None, "", "", None, "half", "3/4"))
+    assert chosen["tempo"] == "half" and chosen["time_signature"] == "3/4"
+    assert parse_params(ui.form_params(0.5, 0.5, None, "", "", None, " 126 bpm", "12/8"))["tempo"] == 126.0
+    with pytest.raises(SubmitError) as refused:
+        parse_params(ui.form_params(0.5, 0.5, None, "", "", None, "fast", "auto"))
+    assert refused.value.field == "tempo" and "got 'fast'" in refused.value.message
+
+
+def test_tempo_choices_offer_the_levels_the_analysis_weighed():
+    from app import tempo_form
+
+    levels = [{"bpm": 107.66, "score": 0.62, "level": "chosen"}, {"bpm": 53.83, "score": 0.3, "level": "half"},
+              {"bpm": 322.9, "score": 0.08, "level": "triple"}]  # over 300 BPM: not a tempo one can ask for
+    choices = tempo_form.tempo_choices(levels)
+    assert [v for _, v in choices] == ["auto", "half", "double", "107.7", "53.8"]
+    assert choices[3][0] == "107.7 BPM (detected, score 0.62)" and choices[4][0] == "53.8 BPM (half time, score 0.30)"
+    assert tempo_form.tempo_choices(None, "96")[-1] == ("96 BPM", "96")  # a job's own BPM stays selectable
+    text = tempo_form.analysis_markdown({"tempo": 107.66, "time_signature": "4/4", "tempo_candidates": levels},
+                                        {"tempo": "double"})
+    assert "107.7 BPM in 4/4 (you asked for double tempo)" in text and "53.8 BPM (half time, 0.30)" in text
+    assert "(automatic)" in tempo_form.analysis_markdown({"tempo": 90.0, "time_signature": "3/4"}, {})
+    assert tempo_form.analysis_markdown(None, {}) == ""
 
 
 def test_ordered_artifacts():
@@ -299,9 +327,22 @@ def test_rerun_defaults_and_detail(ctx):
     job = _make_job(ctx, 1, params={"style": "ballad", "seed": 9, "sensitivity": 0.2, "randomness": 0.7,
                                     "lyrics": "[Verse]\nHi there", "target_lufs": -12.0, "input_seconds": 6.0})
     assert ui.rerun_defaults(job) == {"sensitivity": 0.2, "randomness": 0.7, "style": "ballad", "seed": "9",
-                                      "lyrics": "[Verse]\nHi there", "target_lufs": -12.0}
+                                      "lyrics": "[Verse]\nHi there", "target_lufs": -12.0, "tempo": "auto",
+                                      "time_signature": "auto"}
     md = ui.detail_markdown(job)
-    assert "track1.wav (6.0 s)" in md and "seed 9" in md and "> Hi there" in md
+    assert "track1.wav (6.0 s)" in md and "seed 9" in md and "> Hi there" in md and "Analysed" not in md
+    # A job run at a tempo the musician set: the re-run form starts there, the detail shows what was found.
+    job = _make_job(ctx, 2, params={"style": "ballad", "seed": 9, "tempo": 96.0, "time_signature": "3/4"},
+                    artifacts={"analysis.json": "melody_results/00000002-0000-4000-8000-000000000000/analysis.json"})
+    folder = ctx.cfg.shared_data_dir / "melody_results" / job.id
+    folder.mkdir(parents=True)
+    (folder / "analysis.json").write_text(json.dumps({**ANALYSIS, "tempo": 96.2, "time_signature": "3/4",
+                                                      "tempo_candidates": [{"bpm": 48.1, "score": 0.7,
+                                                                            "level": "chosen"}]}))
+    d = ui.rerun_defaults(job)
+    assert d["tempo"] == "96" and d["time_signature"] == "3/4"
+    md = ui.detail_markdown(job, ui.tempo_form.read_analysis(ctx.cfg, job))
+    assert "96.2 BPM in 3/4 (you asked for 96 BPM, 3/4)" in md and "48.1 BPM (detected, 0.70)" in md
 
 
 def test_events_rows(ctx):
@@ -558,8 +599,8 @@ def _file_data(path: str, name: str = "track.wav") -> dict:
     return {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": name}
 
 
-def _form(audio) -> list:
-    return [audio, "", 0.5, 0.5, "pop_bright", "", -14]
+def _form(audio, tempo: str = "auto", meter: str = "auto") -> list:
+    return [audio, "", 0.5, 0.5, "pop_bright", "", -14, tempo, meter]
 
 
 def test_generate_refuses_server_paths_and_keeps_serving(served_app, tmp_path):
@@ -586,7 +627,7 @@ def test_generate_refuses_server_paths_and_keeps_serving(served_app, tmp_path):
                "a FIFO": _form(_file_data(str(fifo))),
                "a relative path": _form(_file_data("../../etc/passwd", "passwd")),
                "a path inside the lyrics": [None, _file_data("/etc/passwd", "passwd"), 0.5, 0.5, "pop_bright", "",
-                                            -14]}
+                                            -14, "auto", "auto"]}
     with httpx.Client() as client:
         client.get(base + "/", timeout=30)  # a browser session (its cookie)
         for what, data in attacks.items():
@@ -618,12 +659,13 @@ def test_generate_takes_only_this_sessions_upload(served_app):
         stolen = _generate_event(other, base, _form(_file_data(path, "my_track.wav")))
         assert "Not started (file)" in str(stolen["output"]["data"][0]), stolen
         assert httpx.get(base + "/api/jobs", timeout=30).json()["total"] == total
-        ok = _generate_event(mine, base, _form(_file_data(path, "my_track.wav")))
+        ok = _generate_event(mine, base, _form(_file_data(path, "my_track.wav"), tempo="96", meter="3/4"))
         assert ok.get("success") is True and ok["output"]["data"][0] == "", ok
         listed = httpx.get(base + "/api/jobs", timeout=30).json()
         assert listed["total"] == total + 1
         job = listed["jobs"][0]
         assert job["state"] == "queued" and job["input_name"] == "my_track.wav"
+        assert job["params"]["tempo"] == 96.0 and job["params"]["time_signature"] == "3/4"  # the form's choices
         assert job["id"] in str(ok["output"]["data"][2])  # the status panel shows the new job
 
 

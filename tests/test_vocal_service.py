@@ -44,12 +44,35 @@ def client(data_dir: Path, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def job(data_dir: Path) -> dict[str, str]:
-    """A job's inputs as the melody service leaves them: input/<job>/background.wav, melody_results/<job>/melody.mid."""
+    """A job's inputs with a MIDI melody (the fallback): input/<job>/background.wav, melody_results/<job>/melody.mid."""
     (data_dir / "input" / "v1").mkdir(parents=True)
     (data_dir / "melody_results" / "v1").mkdir(parents=True)
     background(data_dir / "input" / "v1" / "background.wav", seconds=7.0)
     melody(data_dir / "melody_results" / "v1" / "melody.mid")
     return {"background": "input/v1/background.wav", "melody": "melody_results/v1/melody.mid"}
+
+
+# melody.json for the same notes as test_render.melody(): "Twinkle twinkle little star", a melisma on "star".
+WORDS = [("Twinkle", "Twin", 1), ("Twinkle", "kle", 0), ("twinkle", "twin", 1), ("twinkle", "kle", 0),
+         ("little", "lit", 1), ("little", "tle", 0), ("star", "star", 1), ("star", "star", 1)]
+
+
+def melody_json(path: Path) -> Path:
+    notes = []
+    for i, (word, syllable, stress) in enumerate(WORDS):
+        start = 1.0 + 0.5 * i + (0.5 if i >= 4 else 0.0)
+        notes.append({"start": start, "end": round(start + 0.4583, 4), "pitch": 60 + (2 * i) % 8, "word": word,
+                      "syllable": syllable, "stress": stress, "phrase": int(i >= 4), "melisma": i == 7})
+    path.write_text(json.dumps({"key": "C major", "time_signature": "4/4", "tempo": 120.0,
+                                "tempo_map": [[0, 120.0]], "phrases": [[1.0, 2.96], [3.5, 5.46]], "notes": notes}))
+    return path
+
+
+@pytest.fixture
+def json_job(job: dict[str, str], data_dir: Path) -> dict[str, str]:
+    """The job as the melody service leaves it now: melody.json beside melody.mid (whose lyrics are "la")."""
+    melody_json(data_dir / "melody_results" / "v1" / "melody.json")
+    return {**job, "melody": "melody_results/v1/melody.json"}
 
 
 def submit(client, job_id: str, inputs: dict, params: dict | None = None):
@@ -101,6 +124,36 @@ def test_render_task_writes_the_mix_under_vocal_results(client, data_dir, job) -
     assert info.channels == 2 and abs(info.duration - 7.0) < 0.01
     qc = json.loads((data_dir / outputs["qc"]).read_text())
     assert qc["style"] == "pop_bright" and qc["seed"] == 3
+
+
+def test_render_task_sings_melody_json_without_lyrics(client, data_dir, json_job) -> None:
+    # The syllables come from melody.json, not from melody.mid's lyric events ("la"), and no lyrics are sent.
+    response = submit(client, "v1", json_job, {"seed": 3})
+    assert response.status_code == 202, response.get_json()
+    task = wait_for(client, response.get_json()["task_id"], {"done", "failed", "cancelled"})
+    assert task["state"] == "done", task["error"]
+    import miditoolkit
+
+    lyrics = [ly.text for ly in miditoolkit.MidiFile(str(data_dir / task["outputs"]["midi"])).lyrics]
+    assert lyrics[:7] == ["Twin", "kle", "twin", "kle", "lit", "tle", "star"]
+    # One line per phrase, its words whole (from the file's words, not guessed from syllables).
+    lrc = (data_dir / task["outputs"]["lrc"]).read_text().splitlines()
+    assert [line.split("]", 1)[1] for line in lrc] == ["Twinkle twinkle", "little star"]
+    qc = json.loads((data_dir / task["outputs"]["qc"]).read_text())
+    assert not any("vocalise" in w for w in qc["warnings"])
+    # The word check compares with melody.json's words (no lyrics text was given).
+    assert qc["intelligibility_reference"] == "Twinkle twinkle little star"
+
+
+OVERLAPPING = '{"notes": [{"start": 1, "end": 2, "pitch": 60}, {"start": 1.5, "end": 2.5, "pitch": 62}]}'
+
+
+@pytest.mark.parametrize("content, code", [("{oops", "melody_not_json"), ('{"key": "C major"}', "melody_missing_notes"),
+                                           (OVERLAPPING, "melody_overlapping_notes")])
+def test_a_bad_melody_json_is_refused_with_its_code(client, data_dir, json_job, content, code) -> None:
+    (data_dir / json_job["melody"]).write_text(content)
+    response = submit(client, "v1", json_job)
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == code
 
 
 def test_unknown_style_is_422_listing_the_styles(client, job) -> None:

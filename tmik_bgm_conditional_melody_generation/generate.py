@@ -4,7 +4,7 @@ CLI::
 
     python -m tmik_bgm_conditional_melody_generation.generate IN.wav --out DIR [--sensitivity 0..1]
         [--randomness 0..1] [--seed N] [--lyrics-file F] [--range A3-E5] [--checkpoint PATH]
-        [--regenerate START-END]
+        [--regenerate START-END] [--tempo BPM|half|double] [--time-signature 2/4|3/4|4/4|6/8|12/8]
 
 writes ``DIR/analysis.json``, ``DIR/melody.mid`` (on the recording's timeline, lyrics as
 lyric events) and ``DIR/melody.json`` (the notes in seconds with their syllables, and how
@@ -15,8 +15,9 @@ Service task ``generate``: ``input = {"audio": "input/<job>/background.wav",
 "lyrics": "input/<job>/lyrics.txt" (optional)}``, ``params = {"sensitivity", "randomness",
 "seed", "lyrics" (text, instead of the file), "vocal_range" ([low, high] MIDI or
 "A3-E5"), "regenerate" ([start, end] seconds: rewrite only that span of the job's existing
-melody)}``, all optional; outputs ``{"analysis", "melody", "melody_json"}`` under
-``melody_results/<job_id>/``. The CLI and the service call the same :func:`run_generation`.
+melody), "tempo" (BPM 30..300, "half" or "double": the analysis runs at that level),
+"time_signature" ("2/4", "3/4", "4/4", "6/8", "12/8")}``, all optional; outputs
+``{"analysis", "melody", "melody_json"}`` under ``melody_results/<job_id>/``. The CLI and the service call the same :func:`run_generation`.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ from tmik_common.tasks import (
 from tmik_common.warmup import cache_lock
 
 from . import analysis, config
-from .analyze import DEFAULT_SENSITIVITY, SENSITIVITY_HELP, _unit_interval, summarize
+from .analyze import DEFAULT_SENSITIVITY, SENSITIVITY_HELP, _unit_interval, add_meter_arguments, meter_params, summarize
 from .checkpoint import CheckpointError
-from .getscore import HIGH_PITCH, LOW_PITCH
-from .melody import DEFAULT_RANGE, Composition, compose, load_model, parse_range, write_midi
+from .getscore import HIGH_PITCH, LOW_PITCH, midi_tempo_map
+from .melody import DEFAULT_RANGE, Composition, NoteLabel, compose, load_model, parse_range, write_midi
 from .timeline import TimelineError
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,14 @@ def run_generation(audio_path: str | Path, out_dir: str | Path, *, sensitivity: 
                    randomness: float = DEFAULT_RANDOMNESS, seed: int = 0, lyrics: Lyrics | None = None,
                    vocal_range: tuple[int, int] = DEFAULT_RANGE, checkpoint: str | Path | None = None,
                    regenerate: tuple[float, float] | None = None,
-                   progress: ProgressCallback | None = None) -> tuple[analysis.Analysis, Composition]:
+                   progress: ProgressCallback | None = None, tempo: float | str | None = None,
+                   time_signature: str | None = None) -> tuple[analysis.Analysis, Composition]:
     """Analyse ``audio_path``, write a melody for it, and write the three files into ``out_dir``.
 
     ``regenerate`` (start, end seconds): rewrite only that span of the melody already in
     ``out_dir/melody.json`` (made from the same track), keeping the rest note for note.
+    ``tempo`` (BPM, or ``"half"``/``"double"`` the detected tempo) and ``time_signature`` override
+    the analysis' level and meter (None: automatic; see :mod:`tmik_common.tempo`).
 
     Raises :class:`AudioError` (bad audio), :class:`GenerationError` (no beat grid, bad
     range), :class:`CheckpointError` (model), and whatever ``progress`` raises (cancel).
@@ -96,7 +100,8 @@ def run_generation(audio_path: str | Path, out_dir: str | Path, *, sensitivity: 
     previous = _previous_notes(out_dir / "melody.json") if regenerate is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
     result = analysis.analyze_file(audio_path, sensitivity=sensitivity,
-                                   progress=lambda s, f: report(s, f * _ANALYSIS_SHARE))
+                                   progress=lambda s, f: report(s, f * _ANALYSIS_SHARE), tempo=tempo,
+                                   time_signature=time_signature)
     result.write_json(out_dir / "analysis.json")
 
     def scaled(stage: str, fraction: float) -> None:
@@ -114,11 +119,12 @@ def run_generation(audio_path: str | Path, out_dir: str | Path, *, sensitivity: 
     return result, comp
 
 
-def _previous_notes(path: Path) -> list[tuple[float, float, int]]:
-    """The notes of an earlier melody.json, to keep around a regenerated span."""
+def _previous_notes(path: Path) -> list[tuple[float, float, int, dict]]:
+    """The notes of an earlier melody.json (start, end, pitch, and the note itself for its syllable),
+    to keep around a regenerated span."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        return [(float(n["start"]), float(n["end"]), int(n["pitch"])) for n in record["notes"]]
+        return [(float(n["start"]), float(n["end"]), int(n["pitch"]), n) for n in record["notes"]]
     except FileNotFoundError:
         raise GenerationError("no_previous_melody", f"there is no melody to regenerate a part of ({path} is "
                               "missing); generate the whole melody first") from None
@@ -147,15 +153,26 @@ def _write_atomic(path: Path, writer) -> None:
 
 
 def melody_record(result: analysis.Analysis, comp: Composition) -> dict[str, Any]:
-    """melody.json: the notes in seconds with syllables, and how they were made."""
-    syllables = comp.song.lyrics or [None] * len(comp.song.notes)
-    notes = [{"start": round(s, 4), "end": round(e, 4), "pitch": p, "syllable": syl}
-             for (s, e, p), syl in zip(comp.note_times(), syllables, strict=True)]
+    """melody.json, the contract with the vocal-mix service: the notes in seconds, and how they were made.
+
+    Each note is ``{"start", "end" (s), "pitch" (MIDI), "word", "syllable" (None without
+    lyrics), "stress" (1 primary, 2 secondary, 0 none), "phrase" (index into "phrases"),
+    "melisma" (True: the note continues the previous note's syllable, whose word, syllable
+    and stress it repeats)}``; ``tempo_map`` is melody.mid's ``[[tick, bpm], ...]`` at 480 per quarter;
+    ``lyrics_repeats`` how many times the lyrics were sung again to fill the track (0: once; lyrics
+    shorter than the track start again, see :mod:`.rhythm`).
+    """
+    labels = comp.labels if len(comp.labels) == len(comp.song.notes) else [NoteLabel()] * len(comp.song.notes)
+    notes = [{"start": round(s, 4), "end": round(e, 4), "pitch": p, **label.to_dict()}
+             for (s, e, p), label in zip(comp.note_times(), labels, strict=True)]
     return {"key": result.key, "time_signature": result.time_signature, "tempo": result.tempo,
             "model": comp.model, "seed": comp.seed, "randomness": comp.randomness,
             "vocal_range": [comp.plan.low, comp.plan.high], "seconds": round(comp.seconds, 3),
             "phrases": [[round(float(comp.timeline.column_times[a]), 4),
                          round(float(comp.timeline.column_times[b]), 4)] for a, b in comp.plan.phrases],
+            # melody.mid's grid, so the voice's exports put their bars and beats where it has them
+            "tempo_map": [[tick, bpm] for tick, bpm in midi_tempo_map(comp.timeline.column_times, comp.song.meter)[1]],
+            "lyrics_repeats": comp.info.get("lyrics_repeats", 0.0),
             "notes": notes}
 
 
@@ -175,7 +192,8 @@ def _range_param(value: Any) -> tuple[int, int]:
 def _prepare(request: TaskRequest, data_dir: Path) -> Work:
     """Validate a ``generate`` request and return its work (see the module docstring)."""
     check_keys(request.input, {"audio", "lyrics"}, "input", InvalidRequest)
-    check_keys(request.params, {"sensitivity", "randomness", "seed", "lyrics", "vocal_range", "regenerate"}, "params")
+    check_keys(request.params, {"sensitivity", "randomness", "seed", "lyrics", "vocal_range", "regenerate", "tempo",
+                                "time_signature"}, "params")
     if "audio" not in request.input:
         raise InvalidRequest("missing_field", "input.audio is required (a path relative to the "
                              "shared data folder, e.g. input/<job_id>/background.wav).")
@@ -183,6 +201,7 @@ def _prepare(request: TaskRequest, data_dir: Path) -> Work:
     sensitivity = number_param(request.params, "sensitivity", DEFAULT_SENSITIVITY, 0.0, 1.0)
     randomness = number_param(request.params, "randomness", DEFAULT_RANDOMNESS, 0.0, 1.0)
     seed = seed_param(request.params)
+    tempo, time_signature = meter_params(request.params)
     vocal_range = _range_param(request.params["vocal_range"]) if "vocal_range" in request.params else DEFAULT_RANGE
     regenerate = request.params.get("regenerate")
     if regenerate is not None:
@@ -199,7 +218,7 @@ def _prepare(request: TaskRequest, data_dir: Path) -> Work:
     def work(progress: ProgressCallback) -> dict[str, str]:
         run_generation(audio_path, out_dir, sensitivity=sensitivity, randomness=randomness, seed=seed,
                        lyrics=lyrics, vocal_range=vocal_range, checkpoint=checkpoint_from_env(),
-                       regenerate=regenerate, progress=progress)
+                       regenerate=regenerate, progress=progress, tempo=tempo, time_signature=time_signature)
         return {"analysis": out_rel, "melody": f"{rel_dir}/melody.mid", "melody_json": f"{rel_dir}/melody.json"}
 
     return work
@@ -235,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--regenerate", default=None, metavar="START-END",
                         help="rewrite only this span (seconds) of the melody already in DIR (from the same track), "
                              "e.g. 30-45.5; the rest stays note for note")
+    add_meter_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return parser
 
@@ -257,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         result, comp = run_generation(args.input, args.out, sensitivity=args.sensitivity,
                                       randomness=args.randomness, seed=args.seed, lyrics=lyrics,
                                       vocal_range=vocal_range, checkpoint=args.checkpoint or checkpoint_from_env(),
-                                      regenerate=regenerate, progress=progress)
+                                      regenerate=regenerate, progress=progress, tempo=args.tempo,
+                                      time_signature=args.time_signature)
     except (AudioError, LyricsError, GenerationError) as exc:
         print(f"error: {exc.message} [{exc.code}]", file=sys.stderr)
         return 2

@@ -18,10 +18,13 @@ Endpoints (JSON in, JSON out; errors are always ``{"error": {"code", "message"}}
     naming the known types. ``params`` may be omitted (defaults apply). Unknown fields,
     input names or params are refused, so a misspelling fails loudly.
     ``analyze``: ``input = {"audio": "input/<job>/background.wav"}``,
-    ``params = {"sensitivity": 0..1}`` -> outputs ``{"analysis": "melody_results/<job_id>/analysis.json"}``.
+    ``params = {"sensitivity": 0..1, "tempo", "time_signature"}`` -> outputs
+    ``{"analysis": "melody_results/<job_id>/analysis.json"}``. ``tempo`` (BPM 30..300, or
+    ``"half"``/``"double"`` the detected tempo) and ``time_signature`` (``"2/4"``, ``"3/4"``,
+    ``"4/4"``, ``"6/8"``, ``"12/8"``) run the analysis at that level; left out: automatic.
     ``generate``: ``input = {"audio", "lyrics" (optional file)}``, ``params = {"sensitivity",
-    "randomness", "seed", "lyrics" (text), "vocal_range"}`` -> outputs ``{"analysis", "melody",
-    "melody_json"}`` (see :mod:`.generate`).
+    "randomness", "seed", "lyrics" (text), "vocal_range", "regenerate", "tempo",
+    "time_signature"}`` -> outputs ``{"analysis", "melody", "melody_json"}`` (see :mod:`.generate`).
     400: malformed JSON or fields, unsafe ``job_id`` (letters, digits, ``-``, ``_``, at most
     128), absolute or ``..`` paths; 404: input file missing; 422: unknown ``type``, a
     parameter of the wrong type or out of range; 503: backlog full / shutting down.

@@ -124,10 +124,20 @@ def _norm(text: str) -> str:
 def syllabics(score: VocalScore, lines: list[str] | None = None) -> list[str | None]:
     """MusicXML ``syllabic`` per note (None for melisma/empty notes).
 
-    Word boundaries come from ``lines`` (one per phrase) when their words spell the phrase's
-    syllables; otherwise every syllable is ``single``.
+    Word boundaries come from the notes where they carry them (melody.json: ``word_start``), else
+    from ``lines`` (one per phrase) when their words spell the phrase's syllables; otherwise every
+    syllable is ``single``.
     """
     out: list[str | None] = [None if n.syllable in (MELISMA, "") else "single" for n in score.notes]
+    if score.has_words:
+        for phrase in score.phrases:
+            sung = [i for i in phrase if out[i] is not None]
+            for k, i in enumerate(sung):
+                starts = score.notes[i].word_start is not False
+                ends = k + 1 == len(sung) or score.notes[sung[k + 1]].word_start is not False
+                out[i] = {(True, True): "single", (True, False): "begin", (False, False): "middle",
+                          (False, True): "end"}[(starts, ends)]
+        return out
     if not lines or len(lines) != len(score.phrases):
         return out
     for phrase, line in zip(score.phrases, lines, strict=True):

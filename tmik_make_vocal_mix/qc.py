@@ -76,7 +76,8 @@ def warm_up() -> float:
 def intelligibility(vocal: np.ndarray, sr: int, notes, lyrics: Lyrics | None,
                     seconds: float = INTELLIGIBILITY_SECONDS) -> dict[str, Any]:
     """Word error rate of the offline recogniser on the first ``seconds`` of singing, against the words
-    sung there. ``{"word_error_rate": None, "intelligibility_note": why}`` when it cannot be measured
+    sung there: the notes' own words where they carry them (melody.json), else ``lyrics``.
+    ``{"word_error_rate": None, "intelligibility_note": why}`` when it cannot be measured
     (no lyrics, nothing sung, turned off, recogniser not installed)."""
 
     def skipped(note: str) -> dict[str, Any]:
@@ -84,9 +85,10 @@ def intelligibility(vocal: np.ndarray, sr: int, notes, lyrics: Lyrics | None,
 
     if seconds <= 0:
         return skipped("not measured (QC_INTELLIGIBILITY_SECONDS=0)")
-    if lyrics is None:
-        return skipped("not measured: no lyrics text to compare with")
     sung = [n for n in notes if n.syllable and n.syllable != MELISMA]
+    with_words = any(getattr(n, "word_start", None) is not None for n in notes)
+    if lyrics is None and not with_words:
+        return skipped("not measured: no lyrics text to compare with")
     if not sung:
         return skipped("not measured: no words are sung")
     from .intelligibility import RecogniserMissing, load_recogniser, sung_words, transcribe, word_error_rate
@@ -100,7 +102,10 @@ def intelligibility(vocal: np.ndarray, sr: int, notes, lyrics: Lyrics | None,
     except RecogniserMissing as exc:
         log.warning("intelligibility not measured: %s", exc)
         return skipped(f"not measured: {exc}")
-    reference = sung_words(lyrics, len(window))
+    if with_words:  # a word counts where its first syllable is sung in the window
+        reference = " ".join(n.word for n in window if n.word_start)
+    else:
+        reference = sung_words(lyrics, len(window))
     return {"word_error_rate": round(word_error_rate(reference, heard), 3),
             "intelligibility_seconds": round(end - start, 1), "intelligibility_reference": reference,
             "intelligibility_transcript": heard}

@@ -2,8 +2,13 @@
 
 CLI::
 
-    python -m tmik_make_vocal_mix.render --background IN.wav --melody DIR/melody.mid --out DIR2
+    python -m tmik_make_vocal_mix.render --background IN.wav --melody DIR/melody.json --out DIR2
         [--lyrics-file F] [--style NAME] [--seed N] [--target-lufs -14] [--list-styles]
+
+``--melody`` is the melody service's ``melody.json`` (the contract: notes with their words,
+syllables, stress, phrases and melismas; see :func:`.score.read_melody_json`). A ``melody.mid``
+is accepted too, for people who have only a MIDI file: its lyric events are sung, or the
+``--lyrics-file`` spread over its phrases (one line per phrase, one syllable per note).
 
 writes into DIR2: ``vocal.wav`` (dry), ``vocal_fx.wav``, ``instrumental.wav`` (the input as
 mastered), ``mix.wav`` (24-bit) and ``mix.mp3``, ``melody_lyrics.mid``, ``score.musicxml``,
@@ -37,7 +42,7 @@ from tmik_common.lyrics import MELISMA, Lyrics, LyricsError, parse_lyrics, read_
 from tmik_common.warmup import cache_lock
 
 from . import export, mixing, qc
-from .score import ScoreError, SungNote, VocalScore, read_melody
+from .score import ScoreError, VocalScore, load_score
 from .styles import STYLES, StyleError, VocalStyle, get_style, list_styles
 
 log = logging.getLogger(__name__)
@@ -113,9 +118,8 @@ def fit_range(score: VocalScore, style: VocalStyle) -> tuple[VocalScore, list[st
     shift = min(options, key=lambda k: (abs(k), max(0, style.low - lo - k) + max(0, hi + k - style.high)))
     if shift == 0:
         return score, []
-    notes = [SungNote(n.start, n.end, n.pitch + shift, n.syllable) for n in score.notes]
     moved = f"melody moved {shift // 12:+d} octave(s) into the {style.name} voice's range"
-    return VocalScore(notes, score.phrases, score.tempo), [moved]
+    return score.transposed(shift), [moved]
 
 
 def sing(score: VocalScore, style: VocalStyle, seed: int, progress: Callable[[float], None]) -> tuple[np.ndarray, int]:
@@ -133,8 +137,7 @@ def sing(score: VocalScore, style: VocalStyle, seed: int, progress: Callable[[fl
 
     shift = 0 if outside(0) <= 0.25 * len(pitches) else min((0, -12, 12, -24, 24), key=outside)
     engine = style.engine if shift == 0 else "world"
-    sung = VocalScore([SungNote(n.start, n.end, n.pitch + shift, n.syllable) for n in score.notes],
-                      score.phrases, score.tempo)
+    sung = score.transposed(shift)
     voice = NeuralVoice(seed=seed)
     take, sr = voice.sing(sung, vibrato_cents=style.vibrato_cents if engine == "neural" else 0.0,
                           vocalise_vowel=style.vowel, progress=lambda f: progress(0.6 * f if engine == "world" else f))
@@ -152,7 +155,11 @@ def run_render(background: str | Path, melody: str | Path, out_dir: str | Path, 
                style: str | None = None, seed: int = 0, target_lufs: float = -14.0, true_peak_db: float = -1.0,
                intelligibility_seconds: float = qc.INTELLIGIBILITY_SECONDS,
                progress: ProgressCallback | None = None) -> RenderResult:
-    """The whole render; see the module docstring. Raises AudioError, ScoreError, RenderError, StyleError."""
+    """The whole render; see the module docstring. Raises AudioError, ScoreError, RenderError, StyleError.
+
+    ``melody`` is melody.json (its syllables are sung; ``lyrics`` is then not needed) or a MIDI
+    file (its lyric events are sung, else ``lyrics`` is spread over its phrases).
+    """
     report = progress or (lambda stage, fraction: None)
     times: dict[str, float] = {}
     t = time.perf_counter()
@@ -162,23 +169,23 @@ def run_render(background: str | Path, melody: str | Path, out_dir: str | Path, 
     report("load", 0.0)
     bg = load_audio(background, sample_rate=None, mono=False, min_seconds=1.0, max_seconds=None)
     background_audio = bg.samples if bg.samples.ndim == 2 else bg.samples[None, :]
-    score = read_melody(melody)
+    score = load_score(melody)
     warnings: list[str] = []
     if score.duration > bg.samples.shape[-1] / bg.sample_rate + 1.0:
         raise RenderError("melody_longer_than_background", f"the melody lasts {score.duration:.1f} s but the "
                           f"background only {bg.samples.shape[-1] / bg.sample_rate:.1f} s: they do not belong together")
-    sung_in_midi = [n.syllable for n in score.notes if n.syllable and n.syllable != MELISMA]
-    if lyrics is not None and sung_in_midi:
+    sung_in_score = [n.syllable for n in score.notes if n.syllable and n.syllable != MELISMA]
+    if lyrics is not None and sung_in_score:
         # The melody service placed these lyrics note by note (one note per syllable, by line);
         # re-spreading them here could only be worse. Different lyrics are reported.
         flat = [s.text for s in lyrics.syllables]
-        if sung_in_midi != (flat * (len(sung_in_midi) // max(1, len(flat)) + 1))[:len(sung_in_midi)]:
+        if sung_in_score != (flat * (len(sung_in_score) // max(1, len(flat)) + 1))[:len(sung_in_score)]:
             warnings.append("the melody already carries other lyrics; those are sung (generate the melody with "
                             "these lyrics to sing them)")
     elif lyrics is not None:
         score, more = assign_lyrics(score, lyrics)
         warnings += more
-    elif not sung_in_midi:
+    elif not sung_in_score:
         warnings.append(f"no lyrics: the voice sings a vocalise on '{chosen.vowel}'")
     foreign = sorted({n.syllable for n in score.notes if any(ord(ch) > 0x24F and ch.isalpha() for ch in n.syllable)})
     if foreign:
@@ -226,7 +233,8 @@ def _export_and_check(score, chosen, seed, lyrics, vocal, vocal_sr, result, outp
     """The export and qc stages of :func:`run_render`; returns the qc record (``outputs`` gains the exports)."""
     t = time.perf_counter()
     report("export", dict(STAGES)["export"])
-    lines = [line.text for line in lyrics.lines] if lyrics is not None else None
+    # The words the melody carries (melody.json), else the lyric lines given with a MIDI file.
+    lines = score.lines() or ([line.text for line in lyrics.lines] if lyrics is not None else None)
     exported = export.export_all(score, out_dir, background_audio=Path(outputs["instrumental"]), lines=lines)
     warnings += exported.pop("warnings", [])
     outputs.update(exported)
@@ -250,13 +258,15 @@ def _export_and_check(score, chosen, seed, lyrics, vocal, vocal_sr, result, outp
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tmik_make_vocal_mix.render",
-        description="Sing melody.mid over the background track, mix and master the song, and export the vocal "
+        description="Sing melody.json over the background track, mix and master the song, and export the vocal "
                     "as MIDI, MusicXML and singing-synthesizer projects.",
-        epilog="Exit status: 0 on success, 2 when an input (audio, MIDI, lyrics, style) cannot be used.")
+        epilog="Exit status: 0 on success, 2 when an input (audio, melody, lyrics, style) cannot be used.")
     parser.add_argument("--background", type=Path, help="the instrumental (WAV, FLAC, OGG, MP3, ...)")
-    parser.add_argument("--melody", type=Path, help="melody.mid from the melody service (lyrics inside are used)")
+    parser.add_argument("--melody", type=Path, help="melody.json from the melody service (its words, syllables, "
+                        "stress and phrases are sung); a melody.mid is accepted too (its lyric events are sung)")
     parser.add_argument("--out", type=Path, help="output folder (created)")
-    parser.add_argument("--lyrics-file", type=Path, help="lyrics to sing instead of those in the MIDI file")
+    parser.add_argument("--lyrics-file", type=Path, help="lyrics for a melody.mid without lyric events (one line "
+                        "per phrase); melody.json already carries its syllables")
     parser.add_argument("--style", default=None, help="vocal style (see --list-styles; default pop_bright)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same take (default: %(default)s)")
     parser.add_argument("--target-lufs", type=float, default=-14.0, help="master loudness (default: %(default)s)")

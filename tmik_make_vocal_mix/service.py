@@ -16,18 +16,24 @@ Endpoints (JSON in, JSON out; errors are always ``{"error": {"code", "message"}}
     body ``{"job_id", "type": "render", "input": {...}, "params": {...}}`` -> 202 with the task
     and a ``Location`` header.
     ``render``: ``input = {"background": "input/<job>/background.wav", "melody":
-    "melody_results/<job>/melody.mid", "lyrics": "input/<job>/lyrics.txt" (optional)}``,
+    "melody_results/<job>/melody.json", "lyrics": "input/<job>/lyrics.txt" (optional)}``,
     ``params = {"style" (see /v1/styles; default pop_bright), "seed" (0..2**31-1), "lyrics"
     (text, instead of the file), "target_lufs" (-30..-6; default TARGET_LUFS)}``, all optional
     -> outputs: every file :func:`.render.run_render` writes, keyed by its name (``mix``,
     ``mix_mp3``, ``vocal``, ``vocal_fx``, ``instrumental``, ``qc``, the exports ...), as paths
-    under ``vocal_results/<job_id>/``. Lyrics already in melody.mid are sung when none are given.
+    under ``vocal_results/<job_id>/``. ``melody`` is the melody service's melody.json: the voice
+    sings its notes with their syllables, words, stress and phrases (the lyrics were parsed once,
+    by the melody service, so no lyrics are needed). A ``.mid`` file is accepted as a fallback:
+    its lyric events are sung, or the given lyrics are spread over its phrases.
     400: malformed JSON or fields, unsafe ``job_id``, absolute or ``..`` paths; 404: an input
     file missing; 422: unknown ``type``, a bad parameter (``unknown_style`` lists the styles,
-    bad lyrics keep the lyrics codes); 503: backlog full / shutting down.
+    bad lyrics keep the lyrics codes), a melody.json that fails its checks (its code, below);
+    503: backlog full / shutting down.
 ``GET /v1/tasks/<task_id>``, ``DELETE /v1/tasks/<task_id>``, ``GET /v1/tasks[?job_id&state]``
-    as in :mod:`tmik_common.http`. A failed render's ``error.code`` is the loader's for bad
-    audio, ``corrupt_midi``/``empty_melody``/... for melody.mid, ``melody_out_of_range``,
+    as in :mod:`tmik_common.http`. melody.json's codes (422 at submission): ``melody_not_json``,
+    ``melody_too_large``, ``melody_missing_notes``, ``empty_melody``, ``melody_bad_field``,
+    ``melody_overlapping_notes``. A failed render's ``error.code`` is the loader's for bad
+    audio, ``corrupt_midi``/``empty_melody`` for a melody.mid, ``melody_out_of_range``,
     ``melody_longer_than_background``, or ``internal_error`` for our faults. A cancelled render
     stops at its next checkpoint (well under 2 s).
 """
@@ -64,6 +70,7 @@ from tmik_common.warmup import cache_lock
 
 from . import __version__, qc, render
 from . import config as service_config
+from .score import MIDI_SUFFIXES, ScoreError, read_melody_json
 from .styles import StyleError, get_style, list_styles
 
 # Under ``python -m`` __name__ is "__main__"; log under the module's real name regardless.
@@ -89,12 +96,17 @@ def render_task_type(*, target_lufs: float = -14.0, true_peak_db: float = -1.0,
         check_keys(request.input, {"background", "melody", "lyrics"}, "input", InvalidRequest)
         check_keys(request.params, {"style", "seed", "lyrics", "target_lufs"}, "params")
         for name, example in (("background", "input/<job_id>/background.wav"),
-                              ("melody", "melody_results/<job_id>/melody.mid")):
+                              ("melody", "melody_results/<job_id>/melody.json")):
             if name not in request.input:
                 raise InvalidRequest("missing_field", f"input.{name} is required (a path relative to the "
                                      f"shared data folder, e.g. {example}).")
         background = resolve_input(data_dir, request.input["background"], "background")
         melody = resolve_input(data_dir, request.input["melody"], "melody")
+        if melody.suffix.lower() not in MIDI_SUFFIXES:
+            try:  # melody.json is checked here (cheap), so a bad one is refused at once with its code
+                read_melody_json(melody)
+            except ScoreError as exc:
+                raise InvalidParams(exc.code, exc.message) from None
         style = request.params.get("style")
         if style is not None and not isinstance(style, str):
             raise InvalidParams("invalid_param", "params.style must be a style name (see GET /v1/styles)")

@@ -47,6 +47,7 @@ LEAD_UNITS = 2  # silence before a phrase's first consonant
 TAIL_UNITS = 4  # silence after a phrase's last note
 VOWEL_CHUNK = 5  # a held vowel is fed as repeats of at most 125 ms: one long token fades out in this model
 FINAL_HOLD = 6  # units of vowel past a phrase's last note (gated off): the model fades utterance ends
+STRESS_GAIN_DB = {1: 1.5, 2: 0.5}  # a syllable's lexical stress (melody.json) sung this much louder; others 0 dB
 GATE_PRE, GATE_POST, GATE_RAMP = 0.01, 0.04, 0.01  # seconds: the gate that keeps rests silent
 
 
@@ -206,6 +207,21 @@ def _fit(desired: list[int], budget: int) -> list[int]:
     return out
 
 
+def _stress_gain(n: int, marks: list[tuple], stress: list[int | None]) -> np.ndarray:
+    """Linear gain per sample of a phrase: each syllable's vowel at its stress' :data:`STRESS_GAIN_DB`,
+    moving between syllables over the consonants between their vowels (no step, so no click)."""
+    gains = [10 ** (STRESS_GAIN_DB.get(s, 0.0) / 20) if s is not None else 1.0 for s in stress]
+    if all(g == 1.0 for g in gains):
+        return np.ones(n, np.float32)
+    xs: list[float] = []
+    ys: list[float] = []
+    for (_, v0, v1, _), g in zip(marks, gains, strict=True):
+        a = max(v0 * UNIT, xs[-1] + 1e-4 if xs else 0.0)
+        xs += [a, max(v1 * UNIT, a + 1e-4)]
+        ys += [g, g]
+    return np.interp(np.arange(n) / SAMPLE_RATE, xs, ys).astype(np.float32)
+
+
 class NeuralVoice:
     """Sings a :class:`VocalScore` with hibari's voice; load once, call :meth:`sing` per score.
 
@@ -234,8 +250,9 @@ class NeuralVoice:
         lex = self.g2p.lexicon
         return any(w in lex.golds or w in lex.silvers for w in (word, word.lower()))
 
-    def _words(self, texts: list[str], hyphens: list[bool]) -> list[tuple[int, int]]:
-        """Ranges of syllables forming words: a trailing hyphen joins, else the longest lexicon word wins.
+    def _words(self, texts: list[str], hyphens: list[bool | None]) -> list[tuple[int, int]]:
+        """Ranges of syllables forming words: ``hyphens[k]`` True joins syllable k to the next, False ends
+        a word there (melody.json knows its words), None (unknown) lets the longest lexicon word win.
 
         MIDI lyrics carry syllables without word boundaries ("Hap", "py"), so joins are guessed; a wrong
         guess only changes coarticulation, as every syllable still gets its own note.
@@ -246,7 +263,7 @@ class NeuralVoice:
             j = i + 1
             while j < len(texts) and hyphens[j - 1]:
                 j += 1
-            if j == i + 1:
+            if j == i + 1 and hyphens[i] is None:
                 for k in range(min(len(texts), i + 6), i + 1, -1):
                     joined = "".join(texts[i:k])
                     if len(joined) >= 4 and self._in_lexicon(joined):  # "a"+"b" is no word "ab"
@@ -258,13 +275,17 @@ class NeuralVoice:
 
     def _phrase_syllables(self, notes: list[SungNote], idx: list[int], vowel: str) -> list[_Syllable]:
         """Syllables of one phrase, with the phonemes of the whole line (coarticulation) split per note."""
-        units: list[tuple[str, bool, list[int]]] = []  # (clean text or "" for vocalise, hyphen, notes)
+        units: list[tuple[str, bool | None, list[int]]] = []  # (clean text or "" for vocalise, joins next, notes)
         for i in idx:
             raw = notes[i].syllable.strip()
             if raw == MELISMA and units:
                 units[-1][2].append(i)
                 continue
-            units.append((_clean(raw), raw.endswith("-") and raw != MELISMA, [i]))
+            units.append((_clean(raw), True if raw.endswith("-") and raw != MELISMA else None, [i]))
+        for u, (text, _, note_ids) in enumerate(units):  # word boundaries the score knows (melody.json)
+            if text and notes[note_ids[0]].word_start is not None:
+                nxt = notes[units[u + 1][2][0]] if u + 1 < len(units) and units[u + 1][0] else None
+                units[u] = (text, nxt is not None and nxt.word_start is False, note_ids)
         syllables: list[_Syllable] = []
         run: list[int] = []
 
@@ -283,7 +304,7 @@ class NeuralVoice:
         flush()
         return syllables
 
-    def _sing_words(self, units: list[tuple[str, bool, list[int]]]) -> list[_Syllable]:
+    def _sing_words(self, units: list[tuple[str, bool | None, list[int]]]) -> list[_Syllable]:
         texts = [t for t, _, _ in units]
         words = self._words(texts, [h for _, h, _ in units])
         spelled = ["".join(texts[a:b]) for a, b in words]
@@ -393,7 +414,8 @@ class NeuralVoice:
         feed[F0_INPUT] = f0[None, :]
         lh, th, ln, lr, phi, _ = (o[0] for o in self.sess.run(None, feed))
         audio = dsp.synth(lh, th, ln, lr, phi, f0, rng)
-        return t0, audio * self._gate(len(audio), marks)
+        stress = [notes[syl.notes[0]].stress for syl in syls]
+        return t0, audio * self._gate(len(audio), marks) * _stress_gain(len(audio), marks, stress)
 
     @staticmethod
     def _gate(n: int, marks: list[tuple]) -> np.ndarray:

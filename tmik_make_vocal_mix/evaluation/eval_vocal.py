@@ -80,17 +80,17 @@ def evaluate_one(style: str, song: str, background: Path, lyrics: Lyrics, work: 
     from tmik_bgm_conditional_melody_generation.generate import run_generation
 
     from ..render import run_render
-    from ..score import read_melody
+    from ..score import load_score
 
     s = STYLES[style]
     out = work / f"{song}_{style}"
     t0 = time.perf_counter()
     run_generation(background, out / "melody", lyrics=lyrics, vocal_range=(s.low, s.high), seed=SEED)
     t1 = time.perf_counter()
-    result = run_render(background, out / "melody" / "melody.mid", out / "render", lyrics=lyrics, style=style,
-                        seed=SEED, target_lufs=TARGET_LUFS)
+    result = run_render(background, out / "melody" / "melody.json", out / "render", style=style, seed=SEED,
+                        target_lufs=TARGET_LUFS)  # as the job manager does: the lyrics travel in melody.json
     t2 = time.perf_counter()
-    notes = read_melody(out / "melody" / "melody.mid").notes
+    notes = load_score(out / "melody" / "melody.json").notes
     n_sung = sum(1 for n in notes if n.syllable and n.syllable != MELISMA)
     reference = sung_words(lyrics, n_sung)
     vocal, sr = sf.read(str(result.outputs["vocal"]), dtype="float32", always_2d=False)
