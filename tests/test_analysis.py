@@ -101,7 +101,8 @@ def test_result_follows_the_contract(pop_44, tmp_path):
     path = tmp_path / "analysis.json"
     result.write_json(path)
     data = json.loads(path.read_text())
-    assert set(data) == {"duration", "tempo", "time_signature", "beats", "downbeats", "key", "chords", "sections"}
+    assert set(data) == {"duration", "tempo", "time_signature", "beats", "downbeats", "key", "chords", "sections",
+                         "tempo_candidates"}
     assert data["beats"] == sorted(data["beats"]) and set(data["downbeats"]) <= set(data["beats"])
     # Chords and sections tile the whole track without gaps.
     for spans in (data["chords"], data["sections"]):

@@ -1,8 +1,31 @@
 """Music analysis of a background track: beats, downbeats, meter, key, chords, sections."""
 
 from tmik_common.tasks import Cancelled
+from tmik_common.tempo import TEMPO_LEVELS, TIME_SIGNATURES
 
-from .pipeline import ProgressCallback, analyze, analyze_file, warm_up
+from .pipeline import (
+    TEMPO_RANGE_BPM,
+    ProgressCallback,
+    TempoRequest,
+    analyze,
+    analyze_file,
+    check_tempo,
+    check_time_signature,
+    warm_up,
+)
 from .result import Analysis
 
-__all__ = ["Analysis", "Cancelled", "ProgressCallback", "analyze", "analyze_file", "warm_up"]
+__all__ = [
+    "TEMPO_LEVELS",
+    "TEMPO_RANGE_BPM",
+    "TIME_SIGNATURES",
+    "Analysis",
+    "Cancelled",
+    "ProgressCallback",
+    "TempoRequest",
+    "analyze",
+    "analyze_file",
+    "check_tempo",
+    "check_time_signature",
+    "warm_up",
+]

@@ -30,6 +30,8 @@ class Features:
     onset : (n,) full-band spectral flux of decibels at ``onset_fps`` frames per second.
     accent : (n,) full-band flux of a milder compression (keeps loud attacks louder).
     onset_low : (n,) accent flux below ~200 Hz (kick drum, bass notes).
+    onset_mid : (n,) accent flux 200 Hz to 5 kHz (snare, claps, comping chords).
+    onset_high : (n,) accent flux above 5 kHz (hi-hats, cymbals, the snare's rattle).
     note_onset : (n,) semitone-resolution flux: new notes even without an energy burst.
     pitch : (84, m) semitone salience C1..B7 (log-compressed CQT magnitude) at ``pitch_fps``.
     pitch_clean : like ``pitch`` with the notes' upper harmonics subtracted (for the key).
@@ -39,6 +41,8 @@ class Features:
     onset: np.ndarray
     accent: np.ndarray
     onset_low: np.ndarray
+    onset_mid: np.ndarray
+    onset_high: np.ndarray
     note_onset: np.ndarray
     onset_fps: float
     pitch: np.ndarray
@@ -90,21 +94,32 @@ def mel_spectrogram(
     return out
 
 
-def onset_envelopes(mel: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Onset envelopes from a :func:`mel_spectrogram`: (onset, accent, low-band accent).
+# Band edges (Hz) of the drum-band accents: kick and bass, snare and claps, hats and cymbals.
+LOW_BAND_HZ = 200.0
+HIGH_BAND_HZ = 5000.0
+
+
+def onset_envelopes(mel: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, ...]:
+    """Onset envelopes from a :func:`mel_spectrogram`: (onset, accent, and the low-, mid-
+    and high-band accents).
 
     ``onset`` is flux of decibels: soft attacks (off-beat chords, hi-hats) register next
     to loud ones, which is what placing beats needs. ``accent`` is flux of a milder
     compression that keeps loud attacks louder, which is what telling the beat from its
-    subdivision, and the downbeat from other beats, needs.
+    subdivision, and the downbeat from other beats, needs. The three bands separate the
+    drum kit's parts (kick, snare, hats), whose pattern says which level is the beat and
+    where the bar begins.
     """
     onset = _flux(librosa.power_to_db(mel, ref=np.max, top_db=80.0)).mean(axis=0)
     accent_flux = _flux(np.log1p(1000.0 * mel / (mel.max() + 1e-12)))
-    low = librosa.mel_frequencies(n_mels=mel.shape[0], fmin=27.5, fmax=sr / 2) < 200.0
+    freqs = librosa.mel_frequencies(n_mels=mel.shape[0], fmin=27.5, fmax=sr / 2)
+    low, high = freqs < LOW_BAND_HZ, freqs >= HIGH_BAND_HZ
     return (
         onset.astype(np.float32),
         accent_flux.mean(axis=0).astype(np.float32),
         accent_flux[low].mean(axis=0).astype(np.float32),
+        accent_flux[~low & ~high].mean(axis=0).astype(np.float32),
+        accent_flux[high].mean(axis=0).astype(np.float32),
     )
 
 
@@ -200,7 +215,7 @@ def compute_features(y: np.ndarray, sr: int = SAMPLE_RATE, tick: Callable[[float
     """
     report = tick or (lambda fraction: None)
     mel = mel_spectrogram(y, sr, tick=lambda f: report(0.7 * f))
-    onset, accent, onset_low = onset_envelopes(mel, sr)
+    onset, accent, onset_low, onset_mid, onset_high = onset_envelopes(mel, sr)
     salience = pitch_salience(y, sr, tick=lambda f: report(0.7 + 0.25 * f))
     note_onset = pitch_flux(salience, len(onset))
     # Chords read near-linear salience best; the key reads harmonic-free salience best.
@@ -214,6 +229,8 @@ def compute_features(y: np.ndarray, sr: int = SAMPLE_RATE, tick: Callable[[float
         onset=onset,
         accent=accent,
         onset_low=onset_low,
+        onset_mid=onset_mid,
+        onset_high=onset_high,
         note_onset=note_onset,
         onset_fps=sr / ONSET_HOP,
         pitch=pitch[:, :n],

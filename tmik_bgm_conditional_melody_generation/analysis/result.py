@@ -25,6 +25,7 @@ class Analysis:
     key: str
     chords: list[tuple[float, float, str]] = field(default_factory=list)
     sections: list[tuple[float, float, str]] = field(default_factory=list)
+    tempo_candidates: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         r3 = lambda x: round(float(x), 3)
@@ -37,6 +38,10 @@ class Analysis:
             "key": self.key,
             "chords": [[r3(s), r3(e), lab] for s, e, lab in self.chords],
             "sections": [[r3(s), r3(e), lab] for s, e, lab in self.sections],
+            "tempo_candidates": [
+                {"bpm": round(float(c["bpm"]), 2), "score": r3(c["score"]), "level": str(c["level"])}
+                for c in self.tempo_candidates
+            ],
         }
 
     @classmethod
@@ -50,6 +55,11 @@ class Analysis:
             key=str(data["key"]),
             chords=[(float(s), float(e), str(lab)) for s, e, lab in data["chords"]],
             sections=[(float(s), float(e), str(lab)) for s, e, lab in data["sections"]],
+            # Files written before tempo candidates existed have none.
+            tempo_candidates=[
+                {"bpm": float(c["bpm"]), "score": float(c["score"]), "level": str(c["level"])}
+                for c in data.get("tempo_candidates", [])
+            ],
         )
 
     def write_json(self, path: str | Path) -> None:

@@ -77,6 +77,8 @@ def judge(row: dict) -> list[str]:
 
 def evaluate_one(style: str, song: str, background: Path, lyrics: Lyrics, work: Path, recogniser) -> dict:
     """Melody (style range, lyrics) -> render -> QC and intelligibility of one style on one song."""
+    from tmik_bgm_conditional_melody_generation.analysis import analyze_file
+    from tmik_bgm_conditional_melody_generation.evaluation.eval_melody import fitting_lines
     from tmik_bgm_conditional_melody_generation.generate import run_generation
 
     from ..render import run_render
@@ -84,6 +86,8 @@ def evaluate_one(style: str, song: str, background: Path, lyrics: Lyrics, work: 
 
     s = STYLES[style]
     out = work / f"{song}_{style}"
+    # A user whose lyrics do not fit the track is told so and sings fewer lines; so does the evaluation.
+    lyrics = Lyrics(lines=lyrics.lines[:fitting_lines(analyze_file(background), lyrics, seed=SEED)])
     t0 = time.perf_counter()
     run_generation(background, out / "melody", lyrics=lyrics, vocal_range=(s.low, s.high), seed=SEED)
     t1 = time.perf_counter()
