@@ -114,8 +114,9 @@ def system(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def track(tmp_path_factory) -> Path:
-    """About 12 s of a four-chord song with drums, as a 44.1 kHz stereo WAV."""
-    t = synth_music.song(["C:maj", "A:min", "F:maj", "G:maj"], bpm=96, bars=4, sr=44100)
+    """About 22 s of a four-chord song with drums, as a 44.1 kHz stereo WAV: room for the four lyric lines
+    (a line takes two bars at 96 BPM; a shorter track refuses them with ``lyrics_do_not_fit``)."""
+    t = synth_music.song(["C:maj", "A:min", "F:maj", "G:maj"], bpm=96, bars=8, sr=44100)
     path = tmp_path_factory.mktemp("track") / "my_song.wav"
     sf.write(path, np.stack([t.audio, t.audio], axis=1), t.sr, subtype="PCM_16")
     return path
