@@ -1411,42 +1411,50 @@ class BuiltPiece:
     seconds: float
 
 
-def ensure_piece(spec: PieceSpec, truth_dir: Path = TRUTH_DIR, cache: Path | None = None,
-                 update_truth: bool = False, force: bool = False) -> BuiltPiece:
-    """Make sure the WAV of ``spec`` is in the cache and matches its truth; return both.
+def cached_piece(piece_id: str, build: Callable[[], tuple[pretty_midi.PrettyMIDI, dict]],
+                 stamp_of: Callable[[dict], str], truth_dir: Path, cache: Path, update_truth: bool = False,
+                 force: bool = False, module: str = "devset") -> BuiltPiece:
+    """Make sure the WAV of one piece is in ``cache`` and matches its truth; return both.
 
-    The cache is trusted when ``<id>.stamp`` holds the :func:`cache_stamp` of the truth
-    the audio was made for (``force`` rebuilds regardless). Otherwise the piece is rebuilt;
-    if the rebuilt truth differs from the committed file, the committed file is replaced
-    when ``update_truth`` is set, else a warning is logged and the rebuilt truth (which
-    matches the audio) is returned.
+    The cache is trusted when ``<id>.stamp`` holds ``stamp_of(truth)`` for the truth the audio
+    was made for (``force`` rebuilds regardless). Otherwise ``build()`` makes the MIDI and
+    truth again and the audio is rendered; if the rebuilt truth differs from the committed
+    file, the committed file is replaced when ``update_truth`` is set, else a warning is
+    logged and the rebuilt truth (which matches the audio) is returned. Shared by every
+    evaluation set (``module`` names the one to run to update its truth).
     """
-    cache = cache or cache_dir()
     t0 = time.perf_counter()
-    truth_path = truth_dir / f"{spec.id}.json"
-    wav = cache / f"{spec.id}.wav"
-    stamp = cache / f"{spec.id}.stamp"
+    truth_path = truth_dir / f"{piece_id}.json"
+    wav = cache / f"{piece_id}.wav"
+    stamp = cache / f"{piece_id}.stamp"
     committed = json.loads(truth_path.read_text()) if truth_path.is_file() else None
     if committed is not None and wav.is_file() and stamp.is_file() \
-            and stamp.read_text().strip() == cache_stamp(committed) and not force:
-        return BuiltPiece(spec.id, committed, wav, False, time.perf_counter() - t0)
-    pm, truth = build_piece(spec)
+            and stamp.read_text().strip() == stamp_of(committed) and not force:
+        return BuiltPiece(piece_id, committed, wav, False, time.perf_counter() - t0)
+    pm, truth = build()
     cache.mkdir(parents=True, exist_ok=True)
     # Atomic writes: another evaluation may be reading the cache at the same time.
-    tmp_mid = cache / f".{spec.id}.{os.getpid()}.mid"
+    tmp_mid = cache / f".{piece_id}.{os.getpid()}.mid"
     pm.write(str(tmp_mid))
-    tmp_mid.replace(cache / f"{spec.id}.mid")
+    tmp_mid.replace(cache / f"{piece_id}.mid")
     render_midi(pm, wav, duration=truth["duration"])
     if committed is None or (update_truth and truth_digest(committed) != truth_digest(truth)):
         write_json(truth_path, truth)
     elif truth_digest(committed) != truth_digest(truth):
         log.warning("%s: rebuilt truth differs from the committed %s (music21 or generator "
-                    "changed?); using the rebuilt one. Run the devset module to update it.",
-                    spec.id, truth_path.name)
+                    "changed?); using the rebuilt one. Run the %s module to update it.",
+                    piece_id, truth_path.name, module)
     tmp_stamp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
-    tmp_stamp.write_text(cache_stamp(truth) + "\n")
+    tmp_stamp.write_text(stamp_of(truth) + "\n")
     tmp_stamp.replace(stamp)
-    return BuiltPiece(spec.id, truth, wav, True, time.perf_counter() - t0)
+    return BuiltPiece(piece_id, truth, wav, True, time.perf_counter() - t0)
+
+
+def ensure_piece(spec: PieceSpec, truth_dir: Path = TRUTH_DIR, cache: Path | None = None,
+                 update_truth: bool = False, force: bool = False) -> BuiltPiece:
+    """:func:`cached_piece` for one piece of this set."""
+    return cached_piece(spec.id, lambda: build_piece(spec), cache_stamp, truth_dir, cache or cache_dir(),
+                        update_truth, force)
 
 
 def _ensure_one(args: tuple[str, str, str, bool, bool]) -> BuiltPiece:
@@ -1454,28 +1462,36 @@ def _ensure_one(args: tuple[str, str, str, bool, bool]) -> BuiltPiece:
     return ensure_piece(spec_by_id(piece_id), Path(truth_dir), Path(cache), update, force)
 
 
+def ensure_pieces(ensure_one: Callable[[tuple[str, str, str, bool, bool]], BuiltPiece], ids: Sequence[str],
+                  truth_dir: Path, cache: Path, update_truth: bool = False, force: bool = False,
+                  workers: int | None = None, on_piece: Callable[[BuiltPiece], None] | None = None
+                  ) -> list[BuiltPiece]:
+    """Run ``ensure_one((id, truth_dir, cache, update_truth, force))`` for each id, in parallel
+    processes (``ensure_one`` must be a module-level function), and return the pieces in ``ids`` order."""
+    workers = workers or min(2, os.cpu_count() or 1)
+    jobs = [(i, str(truth_dir), str(cache), update_truth, force) for i in ids]
+    results: dict[str, BuiltPiece] = {}
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            results[job[0]] = ensure_one(job)
+            if on_piece:
+                on_piece(results[job[0]])
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for built in pool.map(ensure_one, jobs):
+                results[built.id] = built
+                if on_piece:
+                    on_piece(built)
+    return [results[i] for i in ids]
+
+
 def ensure_devset(ids: Sequence[str] | None = None, truth_dir: Path = TRUTH_DIR,
                   cache: Path | None = None, update_truth: bool = False, force: bool = False,
                   workers: int | None = None, on_piece: Callable[[BuiltPiece], None] | None = None
                   ) -> list[BuiltPiece]:
     """Render whatever is missing (in parallel) and return the pieces in spec order."""
-    cache = cache or cache_dir()
-    specs = [spec_by_id(i) for i in ids] if ids else list(PIECES)
-    workers = workers or min(2, os.cpu_count() or 1)
-    jobs = [(s.id, str(truth_dir), str(cache), update_truth, force) for s in specs]
-    results: dict[str, BuiltPiece] = {}
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            results[job[0]] = _ensure_one(job)
-            if on_piece:
-                on_piece(results[job[0]])
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for built in pool.map(_ensure_one, jobs):
-                results[built.id] = built
-                if on_piece:
-                    on_piece(built)
-    return [results[s.id] for s in specs]
+    ids = [spec_by_id(i).id for i in ids] if ids else [s.id for s in PIECES]
+    return ensure_pieces(_ensure_one, ids, truth_dir, cache or cache_dir(), update_truth, force, workers, on_piece)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import math
 import os
@@ -67,7 +66,6 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -85,8 +83,10 @@ from .devset import (
     TempoMap,
     analysed_keys,
     bass_pitch,
+    cached_piece,
     chord_pcs,
     clip_spans,
+    ensure_pieces,
     key_flats,
     key_pc,
     merge_spans,
@@ -94,9 +94,7 @@ from .devset import (
     span_at,
     truth_digest,
     voice_chord,
-    write_json,
 )
-from .render import render_midi
 
 log = logging.getLogger(__name__)
 
@@ -817,36 +815,10 @@ def cache_stamp(truth: dict) -> str:
 
 def ensure_piece(spec: PopSpec, truth_dir: Path = TRUTH_DIR, cache: Path | None = None,
                  update_truth: bool = False, force: bool = False) -> BuiltPiece:
-    """Make sure the WAV of ``spec`` is cached and matches its truth; return both.
-
-    As :func:`.devset.ensure_piece`: cached audio is trusted when its stamp matches; a
-    rebuild whose truth differs from the committed file replaces it only with
-    ``update_truth`` (else a warning, and the rebuilt truth is returned).
-    """
-    cache = cache or cache_dir()
-    t0 = time.perf_counter()
-    truth_path = truth_dir / f"{spec.id}.json"
-    wav = cache / f"{spec.id}.wav"
-    stamp = cache / f"{spec.id}.stamp"
-    committed = json.loads(truth_path.read_text()) if truth_path.is_file() else None
-    if committed is not None and wav.is_file() and stamp.is_file() \
-            and stamp.read_text().strip() == cache_stamp(committed) and not force:
-        return BuiltPiece(spec.id, committed, wav, False, time.perf_counter() - t0)
-    pm, truth = build_piece(spec)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp_mid = cache / f".{spec.id}.{os.getpid()}.mid"
-    pm.write(str(tmp_mid))
-    tmp_mid.replace(cache / f"{spec.id}.mid")
-    render_midi(pm, wav, duration=truth["duration"])
-    if committed is None or (update_truth and truth_digest(committed) != truth_digest(truth)):
-        write_json(truth_path, truth)
-    elif truth_digest(committed) != truth_digest(truth):
-        log.warning("%s: rebuilt truth differs from the committed %s; using the rebuilt one. "
-                    "Run the popset module to update it.", spec.id, truth_path.name)
-    tmp_stamp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
-    tmp_stamp.write_text(cache_stamp(truth) + "\n")
-    tmp_stamp.replace(stamp)
-    return BuiltPiece(spec.id, truth, wav, True, time.perf_counter() - t0)
+    """Make sure the WAV of ``spec`` is cached and matches its truth; return both (see
+    :func:`.devset.cached_piece`)."""
+    return cached_piece(spec.id, lambda: build_piece(spec), cache_stamp, truth_dir, cache or cache_dir(),
+                        update_truth, force, module="popset")
 
 
 def _ensure_one(args: tuple[str, str, str, bool, bool]) -> BuiltPiece:
@@ -858,23 +830,8 @@ def ensure_popset(ids: Sequence[str] | None = None, truth_dir: Path = TRUTH_DIR,
                   update_truth: bool = False, force: bool = False, workers: int | None = None,
                   on_piece: Callable[[BuiltPiece], None] | None = None) -> list[BuiltPiece]:
     """Render whatever is missing (in parallel) and return the pieces in ``ids`` order."""
-    cache = cache or cache_dir()
-    ids = list(ids) if ids else [s.id for s in PIECES]
-    workers = workers or min(2, os.cpu_count() or 1)
-    jobs = [(spec_by_id(i).id, str(truth_dir), str(cache), update_truth, force) for i in ids]
-    results: dict[str, BuiltPiece] = {}
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            results[job[0]] = _ensure_one(job)
-            if on_piece:
-                on_piece(results[job[0]])
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for built in pool.map(_ensure_one, jobs):
-                results[built.id] = built
-                if on_piece:
-                    on_piece(built)
-    return [results[i] for i in ids]
+    ids = [spec_by_id(i).id for i in ids] if ids else [s.id for s in PIECES]
+    return ensure_pieces(_ensure_one, ids, truth_dir, cache or cache_dir(), update_truth, force, workers, on_piece)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
