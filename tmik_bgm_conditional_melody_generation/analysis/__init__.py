@@ -4,7 +4,6 @@ from tmik_common.tasks import Cancelled
 from tmik_common.tempo import TEMPO_LEVELS, TIME_SIGNATURES
 
 from .pipeline import (
-    TEMPO_RANGE_BPM,
     ProgressCallback,
     TempoRequest,
     analyze,
@@ -17,7 +16,6 @@ from .result import Analysis
 
 __all__ = [
     "TEMPO_LEVELS",
-    "TEMPO_RANGE_BPM",
     "TIME_SIGNATURES",
     "Analysis",
     "Cancelled",

@@ -11,7 +11,7 @@ import numpy as np
 import soxr
 
 from tmik_common.audio import Audio, load_audio
-from tmik_common.tempo import MAX_BPM, MIN_BPM, tempo_override, time_signature_override
+from tmik_common.tempo import tempo_override, time_signature_override
 
 from .. import config as service_config
 from . import beats as beats_mod
@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 # Called with (stage, fraction done 0..1). It may raise Cancelled to stop the analysis.
 ProgressCallback = Callable[[str, float], None]
 
-# What a user may ask of the tempo and the meter: one set of rules for every surface.
-TEMPO_RANGE_BPM = (MIN_BPM, MAX_BPM)
 # Tempo an override asks for: automatic (None), beats per minute, or a level name.
 TempoRequest = float | str | None
 
