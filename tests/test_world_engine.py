@@ -36,9 +36,10 @@ def accuracy(y: np.ndarray, notes) -> float:
 
 
 def test_resing_hits_the_notes_at_any_pitch() -> None:
-    y = resing(take(), SR, NOTES, vibrato_cents=30)
-    assert len(y) == len(take())
-    assert accuracy(y, NOTES) >= 0.95
+    for style in ("pop_bright", "ballad"):  # ballad: the widest vibrato
+        y = resing(take(), SR, NOTES, style=style, tempo_bpm=90.0, seed=2)
+        assert len(y) == len(take())
+        assert accuracy(y, NOTES) >= 0.95
 
 
 def test_rests_stay_silent_and_silence_gives_silence() -> None:
@@ -74,14 +75,40 @@ def test_doubling_a_take_without_resinging_keeps_pitch_length_and_rests() -> Non
     assert np.array_equal(double(y, SR, NOTES, doubles=3, seed=1), double(y, SR, NOTES, doubles=3, seed=1))
 
 
-def test_pitch_curve_glides_and_vibrates() -> None:
+def test_pitch_curve_glides_and_follows_the_style() -> None:
     t = np.arange(0, 3.0, 0.005)
-    f = pitch_curve([SungNote(0.0, 1.0, 60), SungNote(1.0, 2.5, 62)], t, vibrato_cents=30)
+    notes = [SungNote(0.0, 1.0, 60), SungNote(1.0, 2.5, 62)]
+    f = pitch_curve(notes, t, style="ballad", seed=1)
     assert f[t >= 2.5].max() == 0.0
-    held = 1200 * np.log2(f[(t > 1.8) & (t < 2.4)] / librosa.midi_to_hz(62))
-    assert 20 < np.abs(held).max() < 45
-    start = f[(t >= 1.0) & (t < 1.02)]
+    start = f[(t >= 0.99) & (t < 1.01)]
     assert librosa.midi_to_hz(60) < start[0] < librosa.midi_to_hz(62)
+    held = 1200 * np.log2(f[(t > 1.3) & (t < 2.4)] / librosa.midi_to_hz(62))
+    assert abs(np.mean(held)) < 10 and np.abs(held).max() < 50
+    # the old formula is still there for comparison: its fixed 30-cent vibrato from 0.25 s into every note
+    old = 1200 * np.log2(pitch_curve(notes, t, style="formula")[(t > 1.8) & (t < 2.4)] / librosa.midi_to_hz(62))
+    assert 20 < np.abs(old).max() < 45
+    # same seed, same curve; another seed, another performance
+    assert np.array_equal(pitch_curve(notes, t, seed=1), pitch_curve(notes, t, seed=1))
+    assert not np.array_equal(pitch_curve(notes, t, seed=1), pitch_curve(notes, t, seed=2))
+
+
+def test_pitch_curve_plans_each_phrase_from_its_own_seed() -> None:
+    """Phrase k is planned with rng([phrase_seeds[k], k]): changing one phrase's seed changes only that phrase."""
+    t = np.arange(0, 6.0, 0.005)
+    phrases = [[0, 1], [2]]
+    a = pitch_curve(NOTES, t, style="pop_bright", phrases=phrases, phrase_seeds=[4, 5])
+    b = pitch_curve(NOTES, t, style="pop_bright", phrases=phrases, phrase_seeds=[4, 6])
+    first = t < 2.8
+    assert np.array_equal(a[first], b[first]) and not np.array_equal(a[~first], b[~first])
+    assert np.array_equal(a, pitch_curve(NOTES, t, style="pop_bright", phrases=phrases, phrase_seeds=[4, 5]))
+    # empty phrases keep the numbering (phrase k is score.phrases[k]); tempo may be given per phrase
+    c = pitch_curve(NOTES, t, style="pop_bright", phrases=[[], [0, 1], [2]], phrase_seeds=[9, 4, 5],
+                    tempo_bpm=[100.0, 100.0, 60.0])
+    assert not np.array_equal(c, a)
+    assert np.array_equal(c, pitch_curve(NOTES, t, style="pop_bright", phrases=[[], [0, 1], [2]],
+                                         phrase_seeds=[1, 4, 5], tempo_bpm=[100.0, 100.0, 60.0]))
+    # without phrases the notes are split at rests of 0.3 s, every phrase seeded from ``seed``
+    assert np.array_equal(pitch_curve(NOTES, t, seed=4), pitch_curve(NOTES, t, phrases=phrases, phrase_seeds=[4, 4]))
 
 
 def test_styles_are_five_distinct_presets() -> None:

@@ -2,7 +2,7 @@
 
 A style fixes what the musician hears: which engine sings, the range the melody must stay
 in (the melody service is told it, so it writes notes the voice can sing), how the shipped
-neural voice sings (it is accurate in about F3-A4; notes far outside are sung there by
+neural voice sings (it is accurate in about D3-E5; notes far outside are sung there by
 octaves and moved back by WORLD), vibrato, breathiness, formant shift (voice colour), doubling and
 the effect chain (:data:`..mixing.FX_PRESETS`).
 """
@@ -30,6 +30,12 @@ class VocalStyle:
     fx: str  # key of mixing.FX_PRESETS
     vocal_offset_db: float  # the vocal's level over the background in sung passages
     vowel: str  # the open vowel of a vocalise (no lyrics)
+    # key of expression.EXPRESSIONS: how it sings pitch (vibrato, scoops, glides...); "" = the style's name
+    expression: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.expression:
+            object.__setattr__(self, "expression", self.name)
 
     def to_dict(self) -> dict:
         return asdict(self)

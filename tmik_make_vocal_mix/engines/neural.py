@@ -6,11 +6,20 @@ hibari's ONNX graph predicts per-phoneme durations and an F0 track itself. Rewir
 consonants sit just before, and the decoder renders harmonics at the target pitch (see
 ``shared/notes/singing.md``; feeding the pitch only to the pulse source fails, the decoder fights it).
 
+How it performs: each phrase is one line for the model and its own take (randomness from
+``default_rng([seed, k])``, so one phrase can be re-sung alone: :meth:`NeuralVoice.sing_phrase`); the pitch
+curve is the style's expression (:mod:`..expression`, :func:`.pitch.phrase_curve`); the level follows the
+style's :class:`.dynamics.Dynamics` (phrase arch, stress and high-note accents, soft onsets, the model's own
+level evened out first); a breath is taken in rests that allow one. A held vowel is fed as repeated tokens
+of :data:`VOWEL_CHUNK` units (one long token fades by 10-40 dB); measured on held vowels, the repeats leave no
+envelope or spectral-flux modulation at the token period above that at nearby periods (tests/test_dynamics.py).
+
 Public API: :func:`build_controllable_model` and :class:`NeuralVoice`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.resources
 import json
@@ -18,13 +27,26 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..score import MELISMA, SungNote, VocalScore
+from ..expression import Expression, get_expression
+from ..score import MELISMA, SungNote, TempoInfo, VocalScore
+from ..styles import DEFAULT_STYLE, get_style
+from .dynamics import (
+    ASPIRATION_S,
+    BREATH_GAP,
+    SungSyllable,
+    breath_colour,
+    breath_length,
+    breath_sound,
+    even_levels,
+    get_dynamics,
+    phrase_gain,
+)
 from .pitch import phrase_curve, smoothstep
 
 log = logging.getLogger(__name__)
@@ -32,7 +54,9 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 24000
 UNIT = 0.025  # seconds per duration unit of the graph (two 12.5 ms frames)
 FRAME = 0.0125  # seconds per decoder frame (hop 300 at 24 kHz)
-LOW, HIGH = 53, 69  # F3..A4: where the voice keeps pitch (about 95-97 % of frames within 50 cents)
+# D3..E5: where the voice keeps pitch (qc pitch accuracy >= 0.96 on every semitone, about 80 % or more of frames voiced;
+# measured on test phrases for each style, with the free-phase cut below; without it the voice broke above A4).
+LOW, HIGH = 50, 76
 DUR_INPUT, F0_INPUT = "durations", "f0_cond"
 _CACHE_NAME = "hibari_controllable.onnx"
 
@@ -47,7 +71,12 @@ LEAD_UNITS = 2  # silence before a phrase's first consonant
 TAIL_UNITS = 4  # silence after a phrase's last note
 VOWEL_CHUNK = 5  # a held vowel is fed as repeats of at most 125 ms: one long token fades out in this model
 FINAL_HOLD = 6  # units of vowel past a phrase's last note (gated off): the model fades utterance ends
-STRESS_GAIN_DB = {1: 1.5, 2: 0.5}  # a syllable's lexical stress (melody.json) sung this much louder; others 0 dB
+# Natural-log units the decoder's free-phase branch (exp(lr) e^{i phi}) is lowered by inside held vowels. Above
+# about A4 it adds components at the 80 Hz frame rate that pyin reads as subharmonics (A4 heard two octaves down,
+# C5 an octave down; voiced share 0.0-0.6), and lower down it roughens the voicing. Lowered by 2 (-17 dB): in tune
+# up to F5, voiced share 0.96 instead of 0.89 at G3; word error rate (Whisper tiny, 48 lines) 0.065 vs 0.064.
+FREE_PHASE_CUT = 2.0
+CUT_RAMP = 3.0  # frames over which the cut comes in after a vowel starts (and goes before it ends)
 GATE_PRE, GATE_POST, GATE_RAMP = 0.01, 0.04, 0.01  # seconds: the gate that keeps rests silent
 
 
@@ -205,21 +234,6 @@ def _fit(desired: list[int], budget: int) -> list[int]:
         k = len(out) - 1 - int(np.argmax(out[::-1]))
         out[k] -= 1
     return out
-
-
-def _stress_gain(n: int, marks: list[tuple], stress: list[int | None]) -> np.ndarray:
-    """Linear gain per sample of a phrase: each syllable's vowel at its stress' :data:`STRESS_GAIN_DB`,
-    moving between syllables over the consonants between their vowels (no step, so no click)."""
-    gains = [10 ** (STRESS_GAIN_DB.get(s, 0.0) / 20) if s is not None else 1.0 for s in stress]
-    if all(g == 1.0 for g in gains):
-        return np.ones(n, np.float32)
-    xs: list[float] = []
-    ys: list[float] = []
-    for (_, v0, v1, _), g in zip(marks, gains, strict=True):
-        a = max(v0 * UNIT, xs[-1] + 1e-4 if xs else 0.0)
-        xs += [a, max(v1 * UNIT, a + 1e-4)]
-        ys += [g, g]
-    return np.interp(np.arange(n) / SAMPLE_RATE, xs, ys).astype(np.float32)
 
 
 class NeuralVoice:
@@ -393,11 +407,14 @@ class NeuralVoice:
         return t0, out_t, out_d, marks
 
     # -- synthesis -----------------------------------------------------------------------------------------
-    def _phrase(self, notes: list[SungNote], idx: list[int], shift: int, vibrato_cents: float, vowel: str,
-                rng: np.random.Generator) -> tuple[float, np.ndarray]:
-        """(start time, audio) of one phrase sung as one line."""
+    def _phrase(self, score: VocalScore, k: int, *, seed: int, style: str, shift: int, vowel: str,
+                expression: str | Expression | None = None) -> tuple[float, np.ndarray]:
+        """(start time, audio) of phrase ``k`` sung as one line, with its breath; all randomness from
+        ``default_rng([seed, k])``, so the audio depends only on the score, style, seed and ``k``."""
         from hibari import dsp
 
+        notes, idx = score.notes, score.phrases[k]
+        rng = np.random.default_rng([int(seed), int(k)])
         syls = self._phrase_syllables(notes, idx, vowel)
         t0, tokens, durs, marks = self._plan(syls, notes)
         ids = [0 if tok == "$" else self.vocab[tok] for tok in tokens]
@@ -410,56 +427,184 @@ class NeuralVoice:
         for _, v0, v1, _ in marks:  # the held vowel is voiced, whatever the speech model would do
             voiced[2 * v0 + 1: max(2 * v0 + 1, 2 * v1 - 1)] = True
         t = t0 + np.arange(frames) * FRAME
-        f0 = phrase_curve(t, [notes[i] for i in idx], shift=shift, vibrato_cents=vibrato_cents, rng=rng) * voiced
-        feed[F0_INPUT] = f0[None, :]
+        bpm = bpm_at(score.tempo, notes[idx[0]].start)
+        expr = get_expression(expression if expression is not None else _style_expression(style))
+        f0 = phrase_curve(t, [notes[i] for i in idx], shift=shift, expression=expr, tempo_bpm=bpm, rng=rng) * voiced
+        feed[F0_INPUT] = f0[None, :].astype(np.float32)
         lh, th, ln, lr, phi, _ = (o[0] for o in self.sess.run(None, feed))
+        lr = lr - FREE_PHASE_CUT * _vowel_weight(frames, marks)[None, :]
         audio = dsp.synth(lh, th, ln, lr, phi, f0, rng)
-        stress = [notes[syl.notes[0]].stress for syl in syls]
-        return t0, audio * self._gate(len(audio), marks) * _stress_gain(len(audio), marks, stress)
+        dyn = get_dynamics(style)
+        sung = [SungSyllable(on * UNIT, v0 * UNIT, v1 * UNIT, end * UNIT, notes[syl.notes[0]].pitch + shift,
+                             notes[syl.notes[0]].stress, bool(syl.onset))
+                for syl, (on, v0, v1, end) in zip(syls, marks, strict=True)]
+        sung = [replace(s, level_db=db) for s, db in zip(sung, even_levels(audio, SAMPLE_RATE, sung), strict=True)]
+        gate, span_starts = self._gate(len(audio), marks, [syl.word_start for syl in syls])
+        audio = audio * gate * phrase_gain(len(audio), SAMPLE_RATE, sung, span_starts, dyn)
+        level = _sung_rms(audio, marks)
+        if dyn.onset_breath_db is not None:  # breathy onsets: air just before a vowel that opens a span
+            for j in span_starts:
+                if sung[j].has_onset:
+                    continue
+                end = round((sung[j].vowel + 0.02) * SAMPLE_RATE)
+                a = max(0, end - round(ASPIRATION_S * SAMPLE_RATE))
+                audio[a:end] += breath_sound(end - a, SAMPLE_RATE, self.breath_spectrum, rng) * (
+                    level * 10 ** (dyn.onset_breath_db / 20))
+        # the breath: in the rest before the phrase's first sound, if there is room for one
+        prev = next((p for p in reversed(score.phrases[:k]) if p), None)
+        rest_start = notes[prev[-1]].end + GATE_POST if prev else 0.0
+        first_sound = t0 + marks[0][0] * UNIT - GATE_PRE
+        length = breath_length(rest_start, first_sound, dyn)
+        if length <= 0:
+            return t0, audio
+        n = round(length * SAMPLE_RATE)
+        breath = breath_sound(n, SAMPLE_RATE, self.breath_spectrum, rng) * (level * 10 ** (dyn.breath_db / 20))
+        b0 = first_sound - BREATH_GAP - length
+        pad = max(0, round((t0 - b0) * SAMPLE_RATE))
+        audio = np.concatenate([np.zeros(pad, np.float32), audio])
+        at = pad - round((t0 - b0) * SAMPLE_RATE)
+        audio[at: at + n] += breath[: len(audio) - at]
+        return t0 - pad / SAMPLE_RATE, audio
 
     @staticmethod
-    def _gate(n: int, marks: list[tuple]) -> np.ndarray:
-        """1 over sung spans (onset consonants to note end), 0 in rests, with short ramps: rests are silence."""
+    def _gate(n: int, marks: list[tuple], word_starts: list[bool]) -> tuple[np.ndarray, list[int]]:
+        """1 over sung spans (onset consonants to note end), 0 in rests, with short ramps: rests are silence.
+
+        Syllables of one word are one span (legato, no dip between them). Also returns the index of the
+        syllable that opens each span.
+        """
         spans: list[list[float]] = []
-        for on, _, _, end in marks:
+        starts: list[int] = []
+        for j, ((on, _, _, end), word_start) in enumerate(zip(marks, word_starts, strict=True)):
             a, b = on * UNIT - GATE_PRE, end * UNIT + GATE_POST
-            if spans and a <= spans[-1][1]:
+            if spans and (a <= spans[-1][1] or not word_start):
                 spans[-1][1] = max(spans[-1][1], b)
             else:
                 spans.append([a, b])
+                starts.append(j)
         t = np.arange(n) / SAMPLE_RATE
         gate = np.zeros(n, np.float32)
         for a, b in spans:
             up = smoothstep((t - a) / GATE_RAMP)
             down = smoothstep((b - t) / GATE_RAMP)
             gate = np.maximum(gate, (up * down).astype(np.float32))
-        return gate
+        return gate, starts
 
-    def sing(self, score: VocalScore, *, vibrato_cents: float = 30.0, vocalise_vowel: str = "a",
-             transpose_octaves: int = 0, progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, int]:
-        """Mono float32 vocal from 0 to ``score.duration + 0.5`` s and its sample rate.
+    @functools.cached_property
+    def breath_spectrum(self) -> np.ndarray:
+        """Magnitude spectrum (601 bins, 0..12 kHz) of the breath: the voice's own whispered open vowel (the
+        model sings "hɑ" with no pitch), smoothed over 240 Hz so only its envelope is left (no lines, no
+        harmonics), coloured by :func:`.dynamics.breath_colour`."""
+        from hibari import dsp
 
-        Each phrase is one line for the model; notes keep their written pitch plus ``transpose_octaves``
-        (the style decides: nothing is folded here, notes outside F3..A4 are sung but logged, as the voice
-        drifts off pitch there). ``progress(fraction)`` runs after each phrase and may raise to cancel.
-        """
-        n_out = round((score.duration + 0.5) * SAMPLE_RATE)
-        out = np.zeros(n_out, np.float32)
-        shift = 12 * int(transpose_octaves)
+        tokens, durs = ["$", "h", "ɑ", "$"], [2, 6, 10, 2]
+        dur = np.asarray(durs, np.float32)
+        frames = int(2 * dur.sum())
+        feed = {"ids": np.asarray([[0 if t == "$" else self.vocab[t] for t in tokens]], np.int64),
+                "speed": np.ones(1, np.float32), DUR_INPUT: dur, F0_INPUT: np.zeros((1, frames), np.float32)}
+        lh, th, ln, lr, phi, _ = (o[0] for o in self.sess.run(None, feed))
+        y = dsp.synth(lh, th, ln, lr, phi, np.zeros(frames, np.float32), np.random.default_rng(0))
+        seg = y[int(2 * UNIT * SAMPLE_RATE): int(16 * UNIT * SAMPLE_RATE)]
+        win = np.hanning(dsp.N_FFT)
+        fr = np.lib.stride_tricks.sliding_window_view(seg, dsp.N_FFT)[:: dsp.HOP] * win
+        power = np.mean(np.abs(np.fft.rfft(fr, axis=1)) ** 2, axis=0)
+        power = np.convolve(power, np.ones(12) / 12, mode="same")
+        return breath_colour(np.sqrt(power / power.max()), SAMPLE_RATE)
+
+    def _check_range(self, score: VocalScore, shift: int) -> None:
         if score.notes:
             lo = min(n.pitch for n in score.notes) + shift
             hi = max(n.pitch for n in score.notes) + shift
             if lo < LOW or hi > HIGH:
-                log.warning("notes span MIDI %d..%d; this voice keeps pitch in %d..%d (F3..A4)", lo, hi, LOW, HIGH)
-        rng = np.random.default_rng(self.seed)
-        phrases = [p for p in score.phrases if p]
-        for k, idx in enumerate(phrases):
-            t0, audio = self._phrase(score.notes, idx, shift, vibrato_cents, vocalise_vowel, rng)
-            start = round(t0 * SAMPLE_RATE)
-            if start < 0:
-                audio, start = audio[-start:], 0
-            audio = audio[: max(0, n_out - start)]
+                log.warning("notes span MIDI %d..%d; this voice keeps pitch in %d..%d (D3..E5)", lo, hi, LOW, HIGH)
+
+    def sing_phrase(self, score: VocalScore, k: int, *, seed: int, style: str = DEFAULT_STYLE,
+                    transpose_octaves: int = 0, vocalise_vowel: str = "a",
+                    expression: str | Expression | None = None) -> tuple[int, np.ndarray]:
+        """Phrase ``k`` of ``score`` alone, breath included: ``(start_sample, audio)`` within the output of
+        :meth:`sing` (cut to it), so adding every phrase's audio at its start gives :meth:`sing`'s result.
+
+        A take re-sings only the phrases whose seed changed. ``expression`` overrides the style's pitch
+        expression (make eval compares the old formula); the dynamics stay the style's.
+        """
+        n_out = round((score.duration + 0.5) * SAMPLE_RATE)
+        if not score.phrases[k]:
+            return 0, np.zeros(0, np.float32)
+        t0, audio = self._phrase(score, k, seed=seed, style=style, shift=12 * int(transpose_octaves),
+                                 vowel=vocalise_vowel, expression=expression)
+        start = round(t0 * SAMPLE_RATE)
+        if start < 0:
+            audio, start = audio[-start:], 0
+        return start, audio[: max(0, n_out - start)].astype(np.float32)
+
+    def sing(self, score: VocalScore, *, style: str = DEFAULT_STYLE, vocalise_vowel: str = "a",
+             transpose_octaves: int = 0, phrase_seeds: Sequence[int | None] | None = None,
+             only: Collection[int] | None = None, progress: Callable[[float], None] | None = None,
+             expression: str | Expression | None = None) -> tuple[np.ndarray, int]:
+        """Mono float32 vocal from 0 to ``score.duration + 0.5`` s and its sample rate.
+
+        Each phrase is one line for the model, sung with ``style``'s expression and dynamics; phrase k's
+        randomness is ``default_rng([phrase_seeds[k], k])`` (None or no list: the voice's seed), and ``only``
+        sings just those phrase indices (the others stay silent). Notes keep their written pitch plus
+        ``transpose_octaves`` (the style decides: nothing is folded here, notes outside D3..E5 are sung but
+        logged, as the voice drifts off pitch there). ``progress(fraction)`` runs after each phrase and may
+        raise to cancel. ``expression``: see :meth:`sing_phrase`.
+        """
+        n_out = round((score.duration + 0.5) * SAMPLE_RATE)
+        out = np.zeros(n_out, np.float32)
+        shift = 12 * int(transpose_octaves)
+        self._check_range(score, shift)
+        seeds = [self.seed if s is None else int(s) for s in (phrase_seeds or [None] * len(score.phrases))]
+        if len(seeds) != len(score.phrases):
+            raise ValueError(f"{len(seeds)} phrase seeds for {len(score.phrases)} phrases")
+        todo = [k for k, p in enumerate(score.phrases) if p and (only is None or k in only)]
+        for done, k in enumerate(todo):
+            start, audio = self.sing_phrase(score, k, seed=seeds[k], style=style, transpose_octaves=transpose_octaves,
+                                            vocalise_vowel=vocalise_vowel, expression=expression)
             out[start: start + len(audio)] += audio
             if progress is not None:
-                progress((k + 1) / len(phrases))
+                progress((done + 1) / len(todo))
         return out, SAMPLE_RATE
+
+
+def _vowel_weight(frames: int, marks: list[tuple]) -> np.ndarray:
+    """Per decoder frame: 1 inside held vowels (a frame in from their ends), 0 elsewhere, 3-frame ramps."""
+    w = np.zeros(frames, np.float32)
+    for _, v0, v1, _ in marks:
+        a, b = 2 * v0 + 1, 2 * v1 - 1
+        if b - a < 2:
+            continue
+        k = np.arange(frames)
+        w = np.maximum(w, np.clip(np.minimum(k - a, b - k) / CUT_RAMP, 0.0, 1.0))
+    return w
+
+
+def _sung_rms(audio: np.ndarray, marks: list[tuple]) -> float:
+    """RMS of a phrase's audio over its vowels (its sung level)."""
+    parts = [audio[round(v0 * UNIT * SAMPLE_RATE): round(v1 * UNIT * SAMPLE_RATE)] for _, v0, v1, _ in marks]
+    body = np.concatenate([p for p in parts if len(p)] or [audio])
+    return float(np.sqrt(np.mean(body.astype(np.float64) ** 2)))
+
+
+def _style_expression(style: str) -> str:
+    """The expression a style sings with (its own name where the styles do not say)."""
+    try:
+        return getattr(get_style(style), "expression", style)
+    except ValueError:  # a style made up by a caller (tests, eval): an expression of that name, or the default
+        return style
+
+
+def bpm_at(tempo: TempoInfo, seconds: float) -> float:
+    """The tempo (BPM) in force at ``seconds`` on the score's timeline (its tempo map in ticks)."""
+    tpb = max(1, tempo.ticks_per_beat)
+    changes = sorted(tempo.tempos) or [(0, 120.0)]
+    elapsed, bpm = 0.0, changes[0][1]
+    for (tick, value), nxt in zip(changes, [*changes[1:], None], strict=True):
+        bpm = value
+        if nxt is None:
+            break
+        span = (nxt[0] - tick) / tpb * 60.0 / value
+        if elapsed + span > seconds:
+            break
+        elapsed += span
+    return float(bpm)

@@ -14,12 +14,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import soxr
 
+from ..expression import DEFAULT_EXPRESSION, Expression, get_expression
 from .pitch import phrase_curve
 
 FRAME_MS = 5.0
@@ -41,23 +43,49 @@ APERIODICITY_STEP = 8
 WORKERS = 2
 
 
-def pitch_curve(notes, times: np.ndarray, *, vibrato_cents: float = 30.0, seed: int = 0,
-                shift: float = 0.0) -> np.ndarray:
-    """Target F0 (Hz) at ``times`` for ``notes``; 0 in rests (:func:`.pitch.phrase_curve` per phrase)."""
-    rng = np.random.default_rng(seed)
+# Seconds before a phrase's first note that a segment starts: the neural voice's breath intake (up to
+# 0.45 s, ending 40 ms before the first consonant) and the consonants before the note are re-sung with it.
+BREATH_LEAD_S = 0.7
+PHRASE_REST_S = 0.3  # without the score's phrases, a rest this long ends a phrase (as :func:`_segments`)
+
+
+def pitch_curve(notes, times: np.ndarray, *, style: str | Expression = DEFAULT_EXPRESSION, seed: int = 0,
+                shift: float = 0.0, tempo_bpm: float | Sequence[float] = 100.0,
+                phrases: Sequence[Sequence[int]] | None = None,
+                phrase_seeds: Sequence[int] | None = None) -> np.ndarray:
+    """Target F0 (Hz) at ``times`` for ``notes``; 0 in rests (:func:`.pitch.phrase_curve` per phrase).
+
+    ``style`` is the expression (or its name, e.g. ``VocalStyle.expression``). Phrase k (``phrases``:
+    lists of indices into ``notes``, e.g. ``score.phrases``, empty ones allowed; default: split at
+    rests of :data:`PHRASE_REST_S`) is planned with ``np.random.default_rng([phrase_seeds[k], k])``
+    (default ``seed``) at ``tempo_bpm`` (one number, or one per phrase), the scheme the neural voice
+    uses, so WORLD re-sings phrase k on the very curve the neural voice planned for it.
+    """
+    expr = get_expression(style)
     out = np.zeros(len(times))
-    notes = sorted(notes, key=lambda n: n.start)
+    if not len(notes):
+        return out
+    if phrases is None:
+        order = sorted(range(len(notes)), key=lambda i: notes[i].start)
+        phrases = []
+        for i in order:
+            if phrases and notes[i].start - notes[phrases[-1][-1]].end < PHRASE_REST_S:
+                phrases[-1].append(i)
+            else:
+                phrases.append([i])
     sounding = np.zeros(len(times), dtype=bool)
     for n in notes:
         sounding |= (times >= n.start) & (times < n.end)
-    phrase: list = []
-    for n in [*notes, None]:
-        if phrase and (n is None or n.start - phrase[-1].end >= 0.03):  # a rest ends the glide
-            sel = (times >= phrase[0].start) & (times < phrase[-1].end) & sounding
-            out[sel] = phrase_curve(times[sel], phrase, shift=shift, vibrato_cents=vibrato_cents, rng=rng)
-            phrase = []
-        if n is not None:
-            phrase.append(n)
+    for k, idx in enumerate(phrases):
+        if not len(idx):
+            continue
+        phrase = sorted((notes[i] for i in idx), key=lambda n: n.start)
+        sel = (times >= phrase[0].start) & (times < max(n.end for n in phrase)) & sounding
+        if sel.any():
+            s = seed if phrase_seeds is None else int(phrase_seeds[k])
+            bpm = float(tempo_bpm) if np.ndim(tempo_bpm) == 0 else float(tempo_bpm[k])
+            out[sel] = phrase_curve(times[sel], phrase, shift=shift, expression=expr, tempo_bpm=bpm,
+                                    rng=np.random.default_rng([s, k]))
     return out
 
 
@@ -84,15 +112,18 @@ def _warp_envelope(sp: np.ndarray, factor: float) -> np.ndarray:
     return sp[:, lo] * (1 - w) + sp[:, hi] * w
 
 
-def _segments(notes, duration: float, gap: float = 0.3, pad: float = 0.15) -> list[tuple[float, float]]:
-    """Time spans (seconds) covering the notes, split at rests longer than ``gap``, padded."""
+def _segments(notes, duration: float, gap: float = 0.3, pad: float = 0.15,
+              lead: float = BREATH_LEAD_S) -> list[tuple[float, float]]:
+    """Time spans (seconds) covering the notes, split at rests longer than ``gap``, padded: ``lead``
+    before (the breath and consonants the neural voice sings before a phrase), ``pad`` after.
+    Spans never overlap (rests shorter than ``lead + pad`` stay inside one span)."""
     spans: list[list[float]] = []
     for n in sorted(notes, key=lambda n: n.start):
-        if spans and n.start - spans[-1][1] < gap:
+        if spans and n.start - spans[-1][1] < max(gap, lead + pad):
             spans[-1][1] = max(spans[-1][1], n.end)
         else:
             spans.append([n.start, n.end])
-    return [(max(0.0, s - pad), min(duration, e + pad)) for s, e in spans]
+    return [(max(0.0, s - lead), min(duration, e + pad)) for s, e in spans]
 
 
 def _aperiodicity(pw, x: np.ndarray, f0: np.ndarray, t: np.ndarray, sr: int, fft_size: int) -> np.ndarray:
@@ -115,7 +146,8 @@ def _aperiodicity(pw, x: np.ndarray, f0: np.ndarray, t: np.ndarray, sr: int, fft
 
 
 def _resing_segment(x: np.ndarray, sr: int, notes, offset: float, shift_back: float, formant_shift: float,
-                    breathiness: float, vibrato_cents: float, voices, seed: int) -> np.ndarray:
+                    breathiness: float, expression: Expression, tempo_bpm, phrases, phrase_seeds,
+                    voices, seed: int) -> np.ndarray:
     pw = load_pyworld()
     x = np.ascontiguousarray(x, dtype=np.float64)
     f0, t = pw.dio(x, sr, frame_period=FRAME_MS, speed=DIO_SPEED)
@@ -123,7 +155,8 @@ def _resing_segment(x: np.ndarray, sr: int, notes, offset: float, shift_back: fl
     fft_size = pw.get_cheaptrick_fft_size(sr, ENVELOPE_F0_FLOOR)
     sp = pw.cheaptrick(x, f0, t, sr, fft_size=fft_size)
     ap = _aperiodicity(pw, x, f0, t, sr, fft_size)
-    target = pitch_curve(notes, t + offset, vibrato_cents=vibrato_cents, seed=seed, shift=shift_back)
+    target = pitch_curve(notes, t + offset, style=expression, seed=seed, shift=shift_back, tempo_bpm=tempo_bpm,
+                         phrases=phrases, phrase_seeds=phrase_seeds)
     voiced = (f0 > 0) & (target > 0)
     sp = np.ascontiguousarray(_warp_envelope(sp, formant_shift))
     if breathiness > 0:
@@ -177,14 +210,19 @@ def double(take: np.ndarray, sr: int, notes, *, doubles: int, seed: int = 0) -> 
 
 
 def resing(take: np.ndarray, sr: int, notes, *, shift_back: float = 0.0, formant_shift: float = 1.0,
-           breathiness: float = 0.0, vibrato_cents: float = 30.0, doubles: int = 0, seed: int = 0) -> np.ndarray:
+           breathiness: float = 0.0, style: str | Expression = DEFAULT_EXPRESSION,
+           tempo_bpm: float | Sequence[float] = 100.0,
+           phrases: Sequence[Sequence[int]] | None = None, phrase_seeds: Sequence[int] | None = None,
+           doubles: int = 0, seed: int = 0) -> np.ndarray:
     """Re-sing ``take`` (mono float, ``sr``) on ``notes`` with WORLD.
 
     Keeps the take's voicing (where it has a pitch) and its words, replaces the pitch by
-    :func:`pitch_curve` of the notes (``shift_back`` semitones applied), warps the
-    envelope by ``formant_shift``, adds breath (``breathiness`` 0..1) and ``doubles``
-    detuned (+-1.5-4 cents), delayed (4-12 ms) copies. Returns audio of the same length.
+    :func:`pitch_curve` of the notes (``shift_back`` semitones applied; ``style``, ``tempo_bpm``,
+    ``phrases``, ``phrase_seeds`` and ``seed`` as there), warps the envelope by ``formant_shift``,
+    adds breath (``breathiness`` 0..1) and ``doubles`` detuned (+-1.5-4 cents), delayed (4-12 ms)
+    copies. Returns audio of the same length.
     """
+    expression = get_expression(style)
     x = np.ascontiguousarray(take, dtype=np.float64)
     out = np.zeros(len(x))
     if not np.any(np.abs(x) > 1e-5):
@@ -197,7 +235,7 @@ def resing(take: np.ndarray, sr: int, notes, *, shift_back: float = 0.0, formant
         i0, i1 = int(a * sr), min(len(x), int(b * sr))
         if i1 - i0 >= int(0.05 * sr):
             jobs.append((i0, (x[i0:i1], sr, notes, i0 / sr, shift_back, formant_shift, breathiness,
-                              vibrato_cents, voices, seed)))
+                              expression, tempo_bpm, phrases, phrase_seeds, voices, seed)))
     for (i0, _), seg in zip(jobs, _map_segments([args for _, args in jobs]), strict=True):
         out[i0:i0 + len(seg)] += seg[: len(out) - i0]
     out /= (1.0 + DOUBLE_LEVEL ** 2 * doubles) ** 0.5
