@@ -72,7 +72,7 @@ run: system-deps venv ## start the whole system on localhost (embedded mode); Ct
 test: system-deps venv ## run the test suite
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
-eval: system-deps venv ## measure analysis, melody, then vocal quality (pitch, words, loudness) on the evaluation set
+eval: system-deps venv ## measure analysis, melody, then vocal quality (pitch per octave, whole-song words, loudness, expression beside the old formula and human figures) on the evaluation and contemporary sets
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.eval_analysis
 	$(VPY) -m tmik_bgm_conditional_melody_generation.evaluation.eval_melody
 	$(VPY) -m tmik_make_vocal_mix.evaluation.eval_vocal
