@@ -170,3 +170,27 @@ def test_diffsinger_with_pinyin_lyrics(tmp_path):
     assert "ds" in files, files["warnings"]
     _, notes = _load(files["ds"])
     assert [n.key_number for n in notes] == PITCHES
+
+
+def test_acep_base_pitch_shim_equals_libresvips_own_curve(tmp_path):
+    """The numpy base pitch curve gives LibreSVIP's pure-Python one, including very short notes and gaps."""
+    import random
+
+    export._patch_libresvip()
+    from libresvip.plugins.acep import base_pitch_curve as curve
+
+    assert curve._convolve is export._acep_base_pitch
+    rng = random.Random(0)
+    for _ in range(40):
+        notes, t = [], rng.uniform(0.0, 2.0)
+        for _ in range(rng.randint(1, 8)):
+            d = rng.choice([0.0005, 0.001, 0.01, 0.25, rng.uniform(0.05, 0.8)])
+            notes.append(curve.NoteInSeconds(semitone=rng.randint(40, 80), start=t, end=t + d))
+            t += d + rng.choice([0.0, 0.0003, 0.001, rng.uniform(0.0, 0.4)])
+        ours, theirs = curve._convolve(notes), curve._original_convolve(notes)
+        assert len(ours) == len(theirs)
+        assert np.allclose(ours, theirs, rtol=0.0, atol=1e-9)
+    # the .acep written with the shim still carries the melody
+    files = export.export_all(make_score(), tmp_path)
+    _, notes = _load(files["acep"])
+    assert [n.key_number for n in notes] == PITCHES

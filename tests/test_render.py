@@ -66,7 +66,7 @@ def test_render_writes_every_file_and_meets_the_bars(tmp_path, inputs) -> None:
     assert r.returncode == 0, r.stderr
     for name in ("mix.wav", "mix.mp3", "vocal.wav", "vocal_fx.wav", "instrumental.wav", "melody_lyrics.mid",
                  "score.musicxml", "song.svp", "song.ustx", "lyrics.lrc", "song.vsqx", "song.ust", "song.acep",
-                 "qc.json"):
+                 "qc.json", "takes.json", "take1_vocal.wav", "take2_mix.mp3", "take3_mix.mp3"):
         assert (out / name).is_file(), name
     info, bg_info = sf.info(out / "mix.wav"), sf.info(bg)
     assert (info.samplerate, info.frames, info.channels, info.subtype) == (bg_info.samplerate, bg_info.frames, 2,
@@ -87,10 +87,14 @@ def test_styles_differ_and_list(tmp_path, inputs) -> None:
     r = run_cli("--list-styles")
     assert r.returncode == 0 and "choir" in r.stdout and "low_warm" in r.stdout
     bg, mid = inputs
-    a = run_cli("--background", bg, "--melody", mid, "--out", tmp_path / "a", "--style", "low_warm")
+    a = run_cli("--background", bg, "--melody", mid, "--out", tmp_path / "a", "--style", "low_warm", "--takes", "1")
     assert a.returncode == 0, a.stderr
     q = json.loads((tmp_path / "a" / "qc.json").read_text())
     assert q["style"] == "low_warm" and q["pitch_accuracy"] >= 0.85
+    takes = json.loads((tmp_path / "a" / "takes.json").read_text())
+    assert [t["take"] for t in takes["takes"]] == [1] and takes["reason"] == "the only take"
+    r = run_cli("--background", bg, "--melody", mid, "--out", tmp_path / "b", "--takes", "6")
+    assert r.returncode == 2 and "invalid_param" in r.stderr
 
 
 def test_bad_inputs_exit_2(tmp_path, inputs) -> None:

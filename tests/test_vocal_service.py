@@ -23,8 +23,9 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root.mkdir()
     monkeypatch.setenv("SHARED_DATA_DIR", str(root))
     monkeypatch.setenv("VOCAL_TASK_WORKERS", "1")
-    for name in ("TARGET_LUFS", "TRUE_PEAK_DBTP"):
+    for name in ("TARGET_LUFS", "TRUE_PEAK_DBTP", "QC_INTELLIGIBILITY_SECONDS"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TAKES", "1")  # one take per render unless a test asks for more (tests/test_takes.py: 3)
     return root
 
 
@@ -75,8 +76,8 @@ def json_job(job: dict[str, str], data_dir: Path) -> dict[str, str]:
     return {**job, "melody": "melody_results/v1/melody.json"}
 
 
-def submit(client, job_id: str, inputs: dict, params: dict | None = None):
-    body = {"job_id": job_id, "type": "render", "input": inputs}
+def submit(client, job_id: str, inputs: dict, params: dict | None = None, task: str = "render"):
+    body = {"job_id": job_id, "type": task, "input": inputs}
     if params is not None:
         body["params"] = params
     return client.post("/v1/tasks", json=body)
@@ -95,7 +96,7 @@ def wait_for(client, task_id: str, states: set[str], timeout: float = 45.0) -> d
 def test_health_reports_model_version_task_types_and_warms_up(client) -> None:
     body = client.get("/health").get_json()
     assert body["status"] == "ok" and body["model"] == "hibari-heart+world" and body["version"]
-    assert body["task_types"] == ["render"]
+    assert sorted(body["task_types"]) == ["render", "select_take"]
     deadline = time.monotonic() + 60
     while not client.get("/health").get_json()["warm"]:
         assert time.monotonic() < deadline, "warm-up never finished"
@@ -165,9 +166,61 @@ def test_unknown_style_is_422_listing_the_styles(client, job) -> None:
 
 
 @pytest.mark.parametrize("params", [{"seed": -1}, {"seed": 1.5}, {"target_lufs": 0}, {"lyrics": 3},
-                                    {"style": 7}, {"tempo": 120}])
+                                    {"style": 7}, {"tempo": 120}, {"takes": 0}, {"takes": 6}, {"takes": "3"},
+                                    {"takes": True}, {"takes": 2.0}])
 def test_bad_params_are_422(client, job, params) -> None:
-    assert submit(client, "v1", job, params).status_code == 422
+    response = submit(client, "v1", job, params)
+    assert response.status_code == 422
+    if "takes" in params:
+        assert response.get_json()["error"]["code"] == "invalid_param" and "takes" in response.get_json()["error"][
+            "message"]
+
+
+def test_render_with_takes_then_select_another_take(client, data_dir, json_job) -> None:
+    task = wait_for(client, submit(client, "v1", json_job, {"seed": 4, "takes": 2}).get_json()["task_id"],
+                    {"done", "failed", "cancelled"})
+    assert task["state"] == "done", task["error"]
+    outputs = task["outputs"]
+    for name in ("takes", "take1_vocal", "take2_vocal", "take1_mix_mp3", "take2_mix_mp3"):
+        assert (data_dir / outputs[name]).is_file(), name
+    record = json.loads((data_dir / outputs["takes"]).read_text())
+    assert len(record["takes"]) == 2 and record["chosen_by"] == "checks"
+    other = 3 - record["chosen"]
+    before = (data_dir / outputs["mix"]).read_bytes()
+    picked = submit(client, "v1", {**json_job, "takes": outputs["takes"]}, {"take": other}, task="select_take")
+    assert picked.status_code == 202, picked.get_json()
+    done = wait_for(client, picked.get_json()["task_id"], {"done", "failed", "cancelled"})
+    assert done["state"] == "done", done["error"]
+    assert set(done["outputs"]) == set(outputs)  # the same set of files as the render
+    record = json.loads((data_dir / outputs["takes"]).read_text())
+    assert record["chosen"] == other and record["chosen_by"] == "user"
+    assert json.loads((data_dir / outputs["qc"]).read_text())["take"] == other
+    assert (data_dir / outputs["mix"]).read_bytes() != before
+
+
+def test_select_take_is_validated(client, data_dir, json_job) -> None:
+    takes = {**json_job, "takes": "vocal_results/v1/takes.json"}
+    response = submit(client, "v1", takes, {"take": 1}, task="select_take")
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "input_not_found"
+    folder = data_dir / "vocal_results" / "v1"
+    folder.mkdir(parents=True)
+    rows = [{"take": n, "seed": n, "phrase_seeds": [n, n], "resung_phrases": [], "score": 0.9,
+             "files": {"vocal": f"take{n}_vocal.wav", "mix_mp3": f"take{n}_mix.mp3"}} for n in (1, 2)]
+    (folder / "takes.json").write_text(json.dumps({"chosen": 1, "chosen_by": "checks", "reason": "", "takes": rows}))
+    for params, code in (({"take": 5}, "take_not_found"), ({"take": "2"}, "invalid_param"), ({}, "invalid_param"),
+                         ({"take": True}, "invalid_param"), ({"take": 2, "style": "opera"}, "unknown_style"),
+                         ({"take": 2, "seed": 1}, "unknown_params")):
+        response = submit(client, "v1", takes, params, task="select_take")
+        assert response.status_code == 422 and response.get_json()["error"]["code"] == code, (params, response.json)
+    (data_dir / "vocal_results" / "v2").mkdir()
+    (data_dir / "vocal_results" / "v2" / "takes.json").write_text((folder / "takes.json").read_text())
+    response = submit(client, "v1", {**json_job, "takes": "vocal_results/v2/takes.json"}, {"take": 1},
+                      task="select_take")
+    assert response.status_code == 400  # another job's takes
+    assert submit(client, "v1", json_job, {"take": 1}, task="select_take").status_code == 400  # no input.takes
+    (folder / "takes.json").write_text("{not json")
+    response = submit(client, "v1", takes, {"take": 1}, task="select_take")
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "takes_not_found"
 
 
 def test_missing_melody_is_404_and_unsafe_paths_400(client, job) -> None:
@@ -187,14 +240,14 @@ def test_corrupt_melody_fails_with_corrupt_midi(client, data_dir, job) -> None:
 def test_cancel_running_render_ends_cancelled_within_2s(client, job, monkeypatch) -> None:
     started = threading.Event()
 
-    def slow_sing(score, style, seed, progress):
+    def slow_sing(score, style, seed, takes, lyrics, seconds, progress, times):
         started.set()
         for i in range(600):  # 30 s unless cancelled; progress() is the checkpoint
             progress(i / 600)
             time.sleep(0.05)
         raise AssertionError("not cancelled")
 
-    monkeypatch.setattr(render, "sing", slow_sing)
+    monkeypatch.setattr(render, "sing_takes", slow_sing)
     task_id = submit(client, "v1", job).get_json()["task_id"]
     assert started.wait(20), "render never reached the singing stage"
     assert client.get(f"/v1/tasks/{task_id}").get_json()["stage"] in {"load", "sing"}
