@@ -28,7 +28,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import jobs, openapi, submit
+from . import jobs, openapi, submit, takes
 from .context import AppContext, Unauthorized
 from .models import FINISHED, STATES, Job
 from .services import ServiceClient, ServiceUnavailable
@@ -133,6 +133,10 @@ def create_api(ctx: AppContext) -> Flask:
     @app.errorhandler(jobs.JobNotFound)
     def _job_not_found(exc: jobs.JobNotFound) -> Response:
         return error_response(404, "job_not_found", f"no job {exc.args[0]}")
+
+    @app.errorhandler(takes.TakeNotFound)
+    def _take_not_found(exc: takes.TakeNotFound) -> Response:
+        return error_response(404, exc.code, exc.message)
 
     def _database_down(exc: Exception) -> Response:
         log.error("database error on %s %s: %s", request.method, request.path, exc)
@@ -348,6 +352,23 @@ def create_api(ctx: AppContext) -> Flask:
             raise ApiError(415, "unsupported_media_type", "send the changed parameters as JSON or as a form")
         job = submit.rerun_job(cfg, ctx.sessions, old, overrides, owner=g.owner, styles=ctx.vocal.style_names())
         return created(job)
+
+    @app.get("/api/jobs/<job_id>/takes")
+    def get_takes(job_id: str) -> Response:
+        job, _ = jobs.get_job(ctx.sessions, _job_id(job_id), owner=g.owner)
+        return jsonify(takes.takes_document(cfg, job))
+
+    @app.post("/api/jobs/<job_id>/takes/<take>")
+    def choose_take(job_id: str, take: str) -> Response:
+        # A take that is no number is no take of the job: 404 (after the job's own 404 and 409).
+        number = int(take) if re.fullmatch(r"[0-9]{1,6}", take) else -1
+        try:
+            job = takes.choose_take(cfg, ctx.sessions, _job_id(job_id), number, owner=g.owner)
+        except jobs.JobConflict as exc:
+            raise ApiError(409, "job_not_succeeded", str(exc)) from None
+        resp = jsonify(job_json(job))
+        resp.status_code = 202
+        return resp
 
     @app.get("/api/jobs/<job_id>/files/<path:name>")
     def get_file(job_id: str, name: str) -> Response:

@@ -4,8 +4,13 @@ It calls the same functions the two services run (the melody service's ``run_gen
 the vocal-mix service's ``run_render``), with the same defaults, and shows one progress bar
 across both stages. As in the services, the stages run in a task process of their own, so a
 crash there (a segfault, the out-of-memory killer) ends the command with a message naming the
-stage and an exit status of 1, never silently. The melody goes to ``DIR/melody/`` (analysis.json, melody.mid, melody.json)
-and the song to ``DIR/`` (mix.wav, mix.mp3, stems, exports, qc.json).
+stage and an exit status of 1, never silently. The melody goes to ``DIR/melody/`` (analysis.json, melody.mid,
+melody.json, and background.wav: the working copy of the track every stage read) and the song to ``DIR/``
+(mix.wav, mix.mp3, stems, exports, qc.json; every take as take<n>_vocal.wav and take<n>_mix.mp3, and
+takes.json: which take the checks chose, and why).
+
+``python -m app.cli take DIR N`` makes take N of that folder the song (the service's ``select_take``):
+take N's vocal is remixed over the kept background, nothing is sung again.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from tmik_common.tempo import tempo_override, time_signature_override
 
 log = logging.getLogger("app.cli")
 
-STAGE_SPANS = {"melody": (0.0, 0.4), "vocal": (0.4, 1.0)}
+STAGE_SPANS = {"melody": (0.0, 0.4), "vocal": (0.4, 1.0), "take": (0.0, 1.0)}
+MIN_TAKES, MAX_TAKES = 1, 5
+BACKGROUND = "background.wav"  # DIR/melody/background.wav: the working copy, kept for ``take``
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,10 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--lyrics-file", type=Path, help="lyrics (text, optional [Section] tags); none: a vocalise")
     gen.add_argument("--style", default="pop_bright", help="vocal style (see --list-styles; default pop_bright)")
     gen.add_argument("--target-lufs", type=float, default=-14.0, help="master loudness (default -14)")
+    gen.add_argument("--takes", type=int, help=f"how many takes to sing, {MIN_TAKES}..{MAX_TAKES}: the checks make "
+                     "the best one the song, all are kept (default: the vocal service's, TAKES or 3)")
     gen.add_argument("--checkpoint", type=Path, help="melody model checkpoint (default: MELODY_CHECKPOINT or the "
                      "shipped one)")
     gen.add_argument("--list-styles", action="store_true", help="print the vocal styles and exit")
     gen.add_argument("--no-progress", action="store_true", help="no progress bar (logs instead)")
+    take = sub.add_parser("take", help="make another take of a generated song the result (nothing is sung again)",
+                          epilog="Exit status: 0 on success, 2 when the folder or the take cannot be used, 1 when "
+                          "the remix crashed or could not write its files.")
+    take.add_argument("out", type=Path, help="the output folder of an earlier 'generate'")
+    take.add_argument("take", type=int, help="the take's number (takes.json lists them)")
+    take.add_argument("--style", help="vocal style of the mix (default: the one the song was sung in)")
+    take.add_argument("--target-lufs", type=float, help="master loudness (default: the song's)")
+    take.add_argument("--no-progress", action="store_true", help="no progress bar (logs instead)")
     return parser
 
 
@@ -74,15 +91,22 @@ def _stage_work(stage: str):
             from tmik_bgm_conditional_melody_generation import config as melody_config
             from tmik_bgm_conditional_melody_generation.checkpoint import CheckpointError
             from tmik_bgm_conditional_melody_generation.generate import checkpoint_from_env, run_generation
-            from tmik_make_vocal_mix.render import run_render
+            from tmik_make_vocal_mix import render
             from tmik_make_vocal_mix.styles import get_style
 
             out = Path(p["out"])
             try:
+                if stage == "take":  # take N's vocal remixed over the kept background: what select_take does
+                    result = render.select_take(Path(p["background"]), out / "melody" / "melody.json", out,
+                                                p["take"], style=p["style"], target_lufs=p["target_lufs"],
+                                                progress=progress)
+                    return {name: str(path) for name, path in result.outputs.items()}
                 if stage == "melody":
                     lyrics = parse_lyrics(read_lyrics_file(Path(p["lyrics_file"]))) if p.get("lyrics_file") else None
                     limits = melody_config.load()  # every stage reads one capped copy (<= 48 kHz, <= 2 channels)
-                    background = write_working_copy(Path(p["input"]), Path(p["work"]) / "background.wav",
+                    # Kept beside the melody: ``take`` remixes another take over it later.
+                    (out / "melody").mkdir(parents=True, exist_ok=True)
+                    background = write_working_copy(Path(p["input"]), out / "melody" / BACKGROUND,
                                                     name=p["input"], min_seconds=limits.min_audio_seconds,
                                                     max_seconds=limits.max_audio_seconds).path
                     style = get_style(p["style"])
@@ -93,8 +117,10 @@ def _stage_work(stage: str):
                                    tempo=p.get("tempo"), time_signature=p.get("time_signature"))
                     return {"background": str(background)}
                 # The voice sings melody.json: the words and syllables the melody stage set (no lyrics again).
-                result = run_render(Path(p["background"]), out / "melody" / "melody.json", out,
-                                    style=p["style"], seed=p["seed"], target_lufs=p["target_lufs"], progress=progress)
+                takes = {"takes": p["takes"]} if p.get("takes") is not None else {}  # absent: the service default
+                result = render.run_render(Path(p["background"]), out / "melody" / "melody.json", out,
+                                           style=p["style"], seed=p["seed"], target_lufs=p["target_lufs"],
+                                           progress=progress, **takes)
                 return {name: str(path) for name, path in result.outputs.items()}
             except CheckpointError as exc:
                 raise CodedError("checkpoint_error", str(exc)) from None
@@ -107,8 +133,9 @@ def _stage_work(stage: str):
 
 
 def pipeline_task_types() -> dict[str, TaskType]:
-    """The two stages as task types: what the CLI's task process runs (``factory`` of its :class:`TaskProcess`)."""
-    return {stage: TaskType(stage, _stage_work(stage)) for stage in ("melody", "vocal")}
+    """The stages as task types: what the CLI's task process runs (``factory`` of its :class:`TaskProcess`):
+    melody and vocal (``generate``), take (``take``)."""
+    return {stage: TaskType(stage, _stage_work(stage)) for stage in ("melody", "vocal", "take")}
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -126,6 +153,9 @@ def generate(args: argparse.Namespace) -> int:
         if not 0.0 <= value <= 1.0:
             print(f"error: --{name} must be from 0 to 1, got {value:g}", file=sys.stderr)
             return 2
+    if args.takes is not None and not MIN_TAKES <= args.takes <= MAX_TAKES:
+        print(f"error: --takes must be from {MIN_TAKES} to {MAX_TAKES}, got {args.takes}", file=sys.stderr)
+        return 2
     try:
         tempo = tempo_override(args.tempo, "--tempo")
         time_signature = time_signature_override(args.time_signature, "--time-signature")
@@ -139,7 +169,40 @@ def generate(args: argparse.Namespace) -> int:
     except (LyricsError, StyleError) as exc:
         print(f"error: {exc.message} [{exc.code}]", file=sys.stderr)
         return 2
-    bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining}", disable=args.no_progress,
+    started = time.perf_counter()
+    params = {"input": str(args.input.resolve()), "out": str(args.out.resolve()), "sensitivity": args.sensitivity,
+              "randomness": args.randomness, "seed": args.seed, "style": style.name, "target_lufs": args.target_lufs,
+              "tempo": tempo, "time_signature": time_signature, "takes": args.takes,
+              "lyrics_file": str(args.lyrics_file.resolve()) if args.lyrics_file else None,
+              "checkpoint": str(args.checkpoint.resolve()) if args.checkpoint else None}
+    outputs = _run_stages([("melody", params), ("vocal", params)], args.no_progress)
+    if isinstance(outputs, int):
+        return outputs
+    q = json.loads((args.out / "qc.json").read_text(encoding="utf-8"))
+    warnings = [str(w) for w in q.get("warnings", [])]
+    print(f"{args.out}: done in {time.perf_counter() - started:.1f} s; style {q['style']}, pitch accuracy "
+          f"{q['pitch_accuracy']}, {q['integrated_lufs']:.1f} LUFS, true peak {q['true_peak_dbtp']:.1f} dBTP; "
+          f"{len(outputs) + 4} files{_takes_line(args.out)}"
+          + (f"; warnings: {'; '.join(warnings)}" if warnings else ""), file=sys.stderr)
+    return 0
+
+
+def _takes_line(out: Path) -> str:
+    """The takes of a song folder in a few words (empty when it has no takes.json)."""
+    try:
+        record = json.loads((out / "takes.json").read_text(encoding="utf-8"))
+        return (f"; take {record['chosen']} of {len(record['takes'])} chosen by {record.get('chosen_by', 'checks')}"
+                f" ({record.get('reason', '')}); other takes: python -m app.cli take {out} N")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _run_stages(stages: list[tuple[str, dict]], quiet: bool) -> dict[str, str] | int:
+    """Run the stages one after the other in a task process of their own, as in the services: a crash
+    there (a segfault, the kernel's out-of-memory killer) is reported here, with the stage it happened in.
+    Each stage gets the outputs of the one before in its params. The last stage's outputs, or the exit
+    status when one failed (its message printed)."""
+    bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining}", disable=quiet,
                file=sys.stderr)
 
     def progress(stage: str):
@@ -150,20 +213,12 @@ def generate(args: argparse.Namespace) -> int:
             bar.set_description(f"{stage}: {step}"[:28].ljust(28))
             if value > bar.n:
                 bar.update(value - bar.n)
-            if args.no_progress:
+            if quiet:
                 log.info("%3d%% %s: %s", value, stage, step)
 
         return report
 
-    started = time.perf_counter()
-    # The stages run in a task process of their own, as in the services: a crash there (a segfault,
-    # the kernel's out-of-memory killer) is reported here, with the stage it happened in.
-    params = {"input": str(args.input.resolve()), "out": str(args.out.resolve()), "sensitivity": args.sensitivity,
-              "randomness": args.randomness, "seed": args.seed, "style": style.name, "target_lufs": args.target_lufs,
-              "tempo": tempo, "time_signature": time_signature,
-              "lyrics_file": str(args.lyrics_file.resolve()) if args.lyrics_file else None,
-              "checkpoint": str(args.checkpoint.resolve()) if args.checkpoint else None}
-    stage = "melody"
+    stage, outputs = stages[0][0], {}
     with tempfile.TemporaryDirectory(prefix="tmik-cli-") as work:
         process = TaskProcess("app-cli", "app.cli:pipeline_task_types", Path(work),
                               warm_up="tmik_common.warmup:warm_all", memory_limit_bytes=task_memory_limit_bytes())
@@ -171,13 +226,10 @@ def generate(args: argparse.Namespace) -> int:
             process.start()
             if not process.wait_ready(900):
                 raise TaskCrashed("task_crashed", "the pipeline's process could not start (see the messages above)")
-            first = process.run("melody", {"job_id": "cli", "type": "melody", "input": {},
-                                           "params": {**params, "work": work}},
-                                progress=progress("melody"), cancelled=lambda: False)
-            stage = "vocal"
-            outputs = process.run("vocal", {"job_id": "cli", "type": "vocal", "input": {},
-                                            "params": {**params, "background": first["background"]}},
-                                  progress=progress("vocal"), cancelled=lambda: False)
+            for stage, params in stages:
+                outputs = process.run(stage, {"job_id": "cli", "type": stage, "input": {},
+                                              "params": {**params, **outputs}},
+                                      progress=progress(stage), cancelled=lambda: False)
         except (TaskFailed, TaskCrashed, TaskOutOfMemory) as exc:
             bar.close()
             print(f"error: the {stage} stage failed: {exc.message} [{exc.code}]", file=sys.stderr)
@@ -189,11 +241,47 @@ def generate(args: argparse.Namespace) -> int:
         finally:
             process.stop(timeout=2.0)
     bar.close()
-    q = json.loads((args.out / "qc.json").read_text(encoding="utf-8"))
-    warnings = [str(w) for w in q.get("warnings", [])]
-    print(f"{args.out}: done in {time.perf_counter() - started:.1f} s; style {q['style']}, pitch accuracy "
-          f"{q['pitch_accuracy']}, {q['integrated_lufs']:.1f} LUFS, true peak {q['true_peak_dbtp']:.1f} dBTP; "
-          f"{len(outputs) + 3} files" + (f"; warnings: {'; '.join(warnings)}" if warnings else ""), file=sys.stderr)
+    return outputs
+
+
+def take(args: argparse.Namespace) -> int:
+    """Make take ``args.take`` of the song folder ``args.out`` its result."""
+    out = args.out
+    try:
+        record = json.loads((out / "takes.json").read_text(encoding="utf-8"))
+        numbers = [int(t["take"]) for t in record["takes"]]
+        before = record.get("chosen")
+    except FileNotFoundError:
+        print(f"error: {out} has no takes.json; give the folder of a song made by 'python -m app.cli generate'",
+              file=sys.stderr)
+        return 2
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: cannot read {out / 'takes.json'}: {exc}", file=sys.stderr)
+        return 2
+    if args.take not in numbers:
+        print(f"error: {out} has no take {args.take}; its takes are {', '.join(map(str, numbers))}", file=sys.stderr)
+        return 2
+    background = out / "melody" / BACKGROUND
+    if not background.is_file() or not (out / "melody" / "melody.json").is_file():
+        print(f"error: {out} has no melody/{BACKGROUND} and melody/melody.json to remix the take over; generate "
+              "the song again", file=sys.stderr)
+        return 2
+    try:
+        qc_before = json.loads((out / "qc.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        qc_before = {}
+    style = args.style or qc_before.get("style") or "pop_bright"
+    lufs = args.target_lufs if args.target_lufs is not None else float(qc_before.get("target_lufs", -14.0))
+    started = time.perf_counter()
+    params = {"out": str(out.resolve()), "background": str(background.resolve()), "take": args.take,
+              "style": style, "target_lufs": lufs}
+    outputs = _run_stages([("take", params)], args.no_progress)
+    if isinstance(outputs, int):
+        return outputs
+    q = json.loads((out / "qc.json").read_text(encoding="utf-8"))
+    print(f"{out}: take {args.take} is the song now (it was take {before}); done in "
+          f"{time.perf_counter() - started:.1f} s; pitch accuracy {q.get('pitch_accuracy')}, word error rate "
+          f"{q.get('word_error_rate')}, {float(q.get('integrated_lufs', float('nan'))):.1f} LUFS", file=sys.stderr)
     return 0
 
 
@@ -201,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "no_progress", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    return generate(args)
+    return take(args) if args.command == "take" else generate(args)
 
 
 if __name__ == "__main__":

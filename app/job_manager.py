@@ -5,9 +5,11 @@ Run one or many (``python -m app.job_manager``; in docker ``--scale job-manager=
 1. claims the oldest runnable job atomically (:func:`app.jobs.claim`) with a lease of
    ``JOB_LEASE_SECONDS``, renewed on every progress write (about twice a second while it runs);
 2. runs the **melody** stage (melody service task ``generate``: analysis, melody.json, melody.mid)
-   and then the **vocal** stage (vocal-mix service task ``render`` of melody.json: the sung, mixed,
-   mastered song and the exports), passing the chosen style's range to the melody service so the
-   voice can sing it, and the lyrics to the melody service only (melody.json carries them on);
+   and then the **vocal** stage (vocal-mix service task ``render`` of melody.json: the takes sung,
+   the best one mixed and mastered, the exports), passing the chosen style's range to the melody
+   service so the voice can sing it, and the lyrics to the melody service only (melody.json carries
+   them on); a finished job whose musician chose another take (:mod:`app.takes`) runs only its
+   vocal stage again, as the service's ``select_take`` task;
 3. records each stage's outputs as the job's artifacts as soon as the stage is done, so a job
    that is taken over after a crash starts at the first stage without results (and first tries
    to follow the service task its predecessor left running);
@@ -42,7 +44,7 @@ from tmik_common.env import start_process
 from tmik_common.secrets import service_token
 
 from . import config as app_config
-from . import db, jobs
+from . import db, jobs, takes
 from .models import CANCELLED, FAILED, SUCCEEDED, Job
 from .services import ServiceClient, ServiceUnavailable, TaskGone, TaskRefused, VocalService, melody_service
 
@@ -57,8 +59,7 @@ DB_BACKOFF_MAX_S = 5.0
 # A service task that ended "task_interrupted" (its service stopped or was restarted mid-task),
 # or that the service no longer knows, is submitted again this many times before the job fails.
 STAGE_RESUBMITS = 2
-# The share of the job's progress bar each stage fills.
-STAGE_SPANS = {"melody": (0.0, 0.4), "vocal": (0.4, 1.0)}
+STAGE_SPANS = jobs.STAGE_SPANS
 
 
 class JobCancelled(Exception):
@@ -143,15 +144,20 @@ class Worker:
             artifacts = dict(job.artifacts or {})
             stages = dict(job.stages or {})
             if not self._stage_done(artifacts, "melody"):
+                # A take is remixed only over the melody it was sung from: a job that has to write its
+                # melody again sings its takes again too.
+                job.params = {k: v for k, v in (job.params or {}).items() if k != "take"}
                 outputs = self._run_stage(job, "melody", stages)
                 artifacts.update(outputs)
                 stages["melody"] = {"state": "done", "progress": 1.0, "detail": "melody written"}
                 self._update(job, stage="melody: done", progress=STAGE_SPANS["melody"][1], stages=stages,
                              artifacts=artifacts, event="melody stage done", service_task=None)
             job.artifacts = artifacts
+            remix = takes.select_request(job) is not None
             outputs = self._run_stage(job, "vocal", stages)
             artifacts.update(outputs)
-            stages["vocal"] = {"state": "done", "progress": 1.0, "detail": "song mixed and mastered"}
+            detail = f"take {job.params['take']} remixed" if remix else "song mixed and mastered"
+            stages["vocal"] = {"state": "done", "progress": 1.0, "detail": detail}
             checks, warnings = self._take_report(artifacts)
             self._db(lambda: jobs.finish(self.sessions, job.id, self.worker_id, SUCCEEDED, artifacts=artifacts,
                                          stages=stages, checks=checks, warnings={"messages": warnings}))
@@ -230,12 +236,19 @@ class Worker:
             # The musician's tempo / time signature (absent: automatic): the analysis runs at that level.
             melody_params.update({k: params[k] for k in ("tempo", "time_signature") if params.get(k) is not None})
             return self.melody, "generate", {"audio": job.input_file}, melody_params
+        # The musician chose another take of a finished job: remix that take, nothing is sung again.
+        # The same task is safe to run twice (a worker that takes the job over submits it again).
+        select = takes.select_request(job)
+        if select is not None:
+            return self.vocal, "select_take", *select
         # The voice sings from melody.json: its notes carry the words, syllables, stress and phrases the
         # melody service set, so the lyrics text is not sent again (it was parsed once, there).
         melody = (job.artifacts or {}).get("melody.json")
         vocal_params = {"style": params.get("style"), "seed": params.get("seed", 0)}
         if params.get("target_lufs") is not None:
             vocal_params["target_lufs"] = params["target_lufs"]
+        if params.get("takes") is not None:  # left out: the vocal service's default (TAKES)
+            vocal_params["takes"] = params["takes"]
         return self.vocal, "render", {"background": job.input_file, "melody": str(melody)}, vocal_params
 
     def _style(self, name: str | None) -> dict[str, Any]:
@@ -395,7 +408,22 @@ class Worker:
         keys = ("pitch_accuracy", "voiced_fraction", "word_error_rate", "intelligibility_seconds",
                 "intelligibility_note", "integrated_lufs",
                 "target_lufs", "true_peak_dbtp", "clipped_samples", "passed", "all_passed")
-        return {k: record[k] for k in keys if k in record}, [str(w) for w in record.get("warnings", [])]
+        checks = {k: record[k] for k in keys if k in record}
+        checks.update(self._takes_summary(artifacts))
+        return checks, [str(w) for w in record.get("warnings", [])]
+
+    def _takes_summary(self, artifacts: dict[str, str]) -> dict[str, Any]:
+        """Which take is the result, who chose it and of how many (from takes.json), for the dashboard."""
+        rel = artifacts.get(takes.TAKES_FILE)
+        if not rel:
+            return {}
+        try:
+            record = json.loads((self.cfg.shared_data_dir / rel).read_text(encoding="utf-8"))
+            return {"take": int(record["chosen"]), "takes": len(record["takes"]),
+                    "chosen_by": str(record.get("chosen_by") or "checks")}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("cannot read %s: %s", rel, exc)
+            return {}
 
 
 def service_clients(cfg: app_config.Config) -> tuple[ServiceClient, VocalService]:

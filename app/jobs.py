@@ -14,6 +14,7 @@ atomic as well.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from .models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job, JobEvent, utcnow
 
 log = logging.getLogger(__name__)
+
+# The share of a job's progress bar each pipeline stage fills.
+STAGE_SPANS = {"melody": (0.0, 0.4), "vocal": (0.4, 1.0)}
 
 
 class JobNotFound(LookupError):
@@ -123,6 +127,39 @@ def delete_job(sessions: sessionmaker[Session], job_id: str, owner: str | None =
         if job.state not in FINISHED:
             raise JobConflict(f"job {job_id} is {job.state}; cancel it first, then delete it")
         s.delete(job)
+    return job
+
+
+def requeue_stage(sessions: sessionmaker[Session], job_id: str, *, from_states: Collection[str], stage: str,
+                  progress: float, params: Mapping[str, Any], message: str, owner: str | None = None) -> Job:
+    """Queue a finished job again so a worker runs its pipeline from ``stage`` on (the stages before keep
+    their artifacts), with ``params`` merged into its parameters; ``message`` goes into its history.
+
+    The change is a compare-and-set on the state read, so of two concurrent requests one wins and the
+    other gets JobConflict, as does a job whose state is not one of ``from_states``."""
+    with sessions.begin() as s:
+        job = s.get(Job, job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            raise JobNotFound(job_id)
+        state = job.state
+        if state not in from_states:
+            raise JobConflict(f"job {job_id} is {state}; only a {' or '.join(sorted(from_states))} job can do this")
+        stages = {k: v for k, v in (job.stages or {}).items() if k != stage}
+        now = utcnow()
+        result = s.execute(
+            update(Job).where(Job.id == job_id, Job.state == state)
+            .values(state=QUEUED, stage="queued", progress=progress, stages=stages,
+                    params={**(job.params or {}), **params}, started_at=None, finished_at=None, updated_at=now,
+                    error_code=None, error_message=None, attempts=0, cancel_requested=False, lease_owner=None,
+                    lease_expires_at=None, service_task=None)
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:
+            raise JobConflict(f"job {job_id} changed meanwhile; try again")
+        _event(s, job_id, QUEUED, "queued", message)
+        s.flush()
+        job = s.get(Job, job_id, populate_existing=True)
+        assert job is not None
+        s.expunge(job)
     return job
 
 

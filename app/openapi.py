@@ -48,6 +48,10 @@ API_ERROR_CODES = {
     "job_finished": "the job has already finished (cancel)",
     "job_not_finished": "the job is queued or running; cancel it first (delete)",
     "input_missing": "the job's input file is gone (rerun)",
+    "no_takes": "the job has no takes (yet): takes.json is written when its vocal stage has finished",
+    "take_not_found": "the job has no take of that number",
+    "job_not_succeeded": "a take can be chosen only once the job has succeeded (it is queued or running, or failed "
+                         "before it had takes)",
     "service_unavailable": "the vocal-mix service cannot be reached",
     "database_unavailable": "the jobs database cannot be reached",
     "internal_error": "a fault of the server",
@@ -107,6 +111,11 @@ def _param_properties(*, json_types: bool) -> dict[str, Any]:
                                  "levels it considered are analysis.json's tempo_candidates)"},
         "time_signature": nullable({"type": "string", "enum": [*TIME_SIGNATURES, *([None] if json_types else [])],
                                     "description": "the meter the bars are counted in (left out: automatic)"}),
+        "takes": nullable({"type": "integer", "minimum": submit.MIN_TAKES, "maximum": submit.MAX_TAKES,
+                           "description": "how many takes the voice sings, each with its own seeds; the checks "
+                                          "make the best one the result, all are kept (GET .../takes) and another "
+                                          "can be chosen (POST .../takes/{take}); left out: the vocal service's "
+                                          f"default (TAKES, {submit.DEFAULT_TAKES})"}),
     }
 
 
@@ -146,7 +155,35 @@ def _schemas() -> dict[str, Any]:
     service = {"type": "object", "required": ["ok"],
                "properties": {"ok": {"type": "boolean"}, "version": nullable_str, "model": nullable_str,
                               "error": nullable_str}}
+    nullable_num = {"type": ["number", "null"]}
+    take_props: dict[str, Any] = {
+        "take": {"type": "integer", "minimum": 1, "description": "the take's number"},
+        "seed": {"type": "integer", "description": "the take's seed"},
+        "phrase_seeds": {"type": "array", "items": {"type": "integer"}, "description": "each phrase's seed"},
+        "resung_phrases": {"type": "array", "items": {"type": "integer"},
+                           "description": "the phrases sung again for this take (the others are take 1's)"},
+        "score": nullable_num, "word_error_rate": nullable_num, "pitch_accuracy": nullable_num,
+        "expression": {"type": "object", "description": "the take's expression figures (vibrato, ...)"},
+        "files": {"type": "object", "additionalProperties": {"type": "string"},
+                  "description": "the take's files by kind (vocal: the dry vocal, mix_mp3: the take over the "
+                                 "background)"},
+        "urls": {"type": "object", "additionalProperties": {"type": "string"},
+                 "description": "where to GET each of the take's files (those the job has)"},
+    }
+    takes_props: dict[str, Any] = {
+        "job_id": {"type": "string", "format": "uuid"},
+        "state": {"type": "string", "enum": list(STATES), "description": "the job's state"},
+        "chosen": {"type": ["integer", "null"], "description": "the take that is the job's result"},
+        "chosen_by": {"type": ["string", "null"], "description": "checks (the best-scored take) or user"},
+        "reason": nullable_str,
+        "requested": {"type": ["integer", "null"],
+                      "description": "the take the user chose last (the job remixes it while queued or running)"},
+        "takes": {"type": "array", "items": {"type": "object", "required": ["take", "urls"],
+                                             "properties": take_props}},
+    }
     return {
+        "Takes": {"type": "object", "additionalProperties": False, "required": list(takes_props),
+                  "properties": takes_props},
         "Error": {
             "type": "object", "additionalProperties": False, "required": ["error"],
             "properties": {"error": {
@@ -305,6 +342,25 @@ def build_document(cfg: Config, version: str) -> dict[str, Any]:
                 _415=_error("the body is neither JSON nor a form (unsupported_media_type)"),
                 _422=_error("a parameter is refused: invalid_param, unknown_param, unknown_style, "
                             "lyrics_too_long or a lyrics code"))}},
+        "/api/jobs/{job_id}/takes": {"get": {
+            "operationId": "listTakes", "summary": "The job's takes: their figures, which one is the result and why",
+            **secured, "parameters": [job_id],
+            "responses": responses(_200=_json("the takes (takes.json) with their file URLs", _ref("Takes")),
+                                   _404=_error("no such job (job_not_found) or it has no takes (no_takes)"))}},
+        "/api/jobs/{job_id}/takes/{take}": {"post": {
+            "operationId": "chooseTake", "summary": "Make another take the job's result",
+            "description": "The job is queued again and runs only its vocal stage: take {take}'s vocal is remixed "
+                           "(nothing is sung again), so the job ends with that take's mix, exports and checks; "
+                           "takes.json then says chosen_by user. Also allowed on a job whose previous choice "
+                           "failed or was cancelled.", **secured,
+            "parameters": [job_id, {"name": "take", "in": "path", "required": True,
+                                    "schema": {"type": "integer", "minimum": 1, "maximum": submit.MAX_TAKES},
+                                    "description": "the take's number (GET .../takes lists them)"}],
+            "responses": responses(
+                _202=_json("queued to remix that take", _ref("Job")),
+                _404=_error("no such job (job_not_found), it has no takes (no_takes) or not that one "
+                            "(take_not_found)"),
+                _409=_error("the job is queued or running, or has not succeeded (job_not_succeeded)"))}},
         "/api/jobs/{job_id}/files/{name}": {"get": {
             "operationId": "getJobFile", "summary": "Download one of a job's files (range requests work)",
             **secured,

@@ -59,7 +59,10 @@ _STYLE_RE = re.compile(r"[a-z][a-z0-9_]{0,40}")
 STYLE_PATTERN = "^" + _STYLE_RE.pattern + "$"  # the same rule as a JSON-schema pattern (API document)
 # The parameters a musician sets (form fields of the API and the Create tab; keys of ``params``).
 PARAM_NAMES = frozenset({"sensitivity", "randomness", "style", "seed", "lyrics", "target_lufs", "tempo",
-                         "time_signature"})
+                         "time_signature", "takes"})
+# How many takes the voice sings (each with its own seed; the checks choose one, all are kept).
+# Left out: the vocal service's default (TAKES, 3).
+MIN_TAKES, MAX_TAKES, DEFAULT_TAKES = 1, 5, 3
 
 
 
@@ -107,7 +110,8 @@ def parse_params(raw: Mapping[str, Any], styles: list[str] | None = None) -> dic
     (0..MAX_SEED; empty: a random one, recorded so the take can be repeated), ``lyrics``
     (text with optional [Section] tags; empty: a vocalise), ``target_lufs`` (-30..-6), ``tempo``
     (BPM 30..300, or "half"/"double" the detected tempo; empty: automatic) and ``time_signature``
-    ("2/4", "3/4", "4/4", "6/8", "12/8"; empty: automatic), which re-run the analysis at that level.
+    ("2/4", "3/4", "4/4", "6/8", "12/8"; empty: automatic), which re-run the analysis at that level, and
+    ``takes`` (1..5 takes sung, the best kept as the result; empty: the vocal service's default).
     """
     known = set(PARAM_NAMES)
     # Every name outside PARAM_NAMES is refused, "file" too: callers take the upload out of ``raw``
@@ -163,7 +167,26 @@ def parse_params(raw: Mapping[str, Any], styles: list[str] | None = None) -> dic
             raise SubmitError("invalid_param", str(exc), name) from None
         if value is not None:
             params[name] = value
+    takes = _whole(raw, "takes", MIN_TAKES, MAX_TAKES)
+    if takes is not None:
+        params["takes"] = takes
     return params
+
+
+def _whole(raw: Mapping[str, Any], name: str, low: int, high: int) -> int | None:
+    """A whole-number parameter from ``low`` to ``high`` (text or a number; "3.0" and 3.0 count); None when
+    it is left out."""
+    value = raw.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or not number.is_integer() or not low <= number <= high:
+        raise SubmitError("invalid_param", f"{name} must be a whole number from {low} to {high}, got {value!r}",
+                          name)
+    return int(number)
 
 
 def safe_filename(name: str) -> str:
@@ -328,7 +351,7 @@ def params_from_json(body: Any) -> dict[str, Any]:
         elif name == "tempo":
             ok = value in TEMPO_LEVELS or (isinstance(value, int | float) and not isinstance(value, bool))
             kind = "a number of beats per minute or 'half' or 'double'"
-        elif name == "seed":  # JSON Schema counts 7.0 as an integer too
+        elif name in ("seed", "takes"):  # JSON Schema counts 7.0 as an integer too
             ok = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float)
                                                                               and value.is_integer())
             kind = "a whole number"

@@ -47,7 +47,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import jobs, plots, submit, tempo_form
+from . import jobs, plots, submit, takes_panel, tempo_form
 from .access import LinkSigner
 from .context import AppContext, Unauthorized
 from .models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job
@@ -86,6 +86,7 @@ ARTIFACTS: dict[str, str] = {
     "melody.json": "the melody's notes and syllables (JSON)",
     "analysis.json": "tempo, beats, key, chords and sections (JSON)",
     "qc.json": "the take's quality checks (JSON)",
+    **takes_panel.artifact_descriptions(),
 }
 
 LYRICS_PLACEHOLDER = ("[Verse]\nWalking down an empty street\nCounting every heartbeat\n\n"
@@ -115,7 +116,7 @@ CSS = """
 .tmik-files ul { margin: 0.3em 0 0 1.1em; padding: 0; }
 .tmik-files li { margin: 0.15em 0; }
 .tmik-small { font-size: 0.85em; color: #6b7280; }
-"""
+""" + takes_panel.CSS
 
 
 # =========================================================================== plain data functions
@@ -169,6 +170,8 @@ def fmt_params(params: Mapping[str, Any] | None) -> str:
     if p.get("target_lufs") is not None:
         parts.append(f"{float(p['target_lufs']):g} LUFS")
     parts += tempo_form.fmt_overrides(p)
+    if p.get("takes") is not None:
+        parts.append(f"{int(p['takes'])} take{'s' if int(p['takes']) != 1 else ''}")
     lyrics = str(p.get("lyrics") or "")
     lines = [ln for ln in lyrics.splitlines() if ln.strip() and not ln.strip().startswith("[")]
     parts.append(f"lyrics: {len(lines)} line{'s' if len(lines) != 1 else ''}" if lines else "vocalise")
@@ -196,6 +199,8 @@ def fmt_checks_short(checks: Mapping[str, Any] | None) -> str:
         parts.append(f"{float(c['integrated_lufs']):.1f} LUFS{_mark(passed, 'loudness')}")
     if c.get("true_peak_dbtp") is not None:
         parts.append(f"peak {float(c['true_peak_dbtp']):.1f} dBTP{_mark(passed, 'true_peak')}")
+    if c.get("take") is not None and c.get("takes"):
+        parts.append(f"take {c['take']}/{c['takes']}" + (" (yours)" if c.get("chosen_by") == "user" else ""))
     return " · ".join(parts)
 
 
@@ -219,7 +224,7 @@ def checks_markdown(checks: Mapping[str, Any] | None) -> str:
     if c.get("voiced_fraction") is not None:
         rows.append(("Voiced share of the notes", f"{float(c['voiced_fraction']) * 100:.1f} %", "", ""))
     if c.get("word_error_rate") is not None:
-        span = f" (first {float(c['intelligibility_seconds']):g} s sung)" if c.get("intelligibility_seconds") else ""
+        span = f" ({float(c['intelligibility_seconds']):g} s sung, phrase by phrase)" if c.get("intelligibility_seconds") else ""
         rows.append(("Word error rate", f"{float(c['word_error_rate']) * 100:.1f} %", f"≤ 25 %{span}",
                      verdict("intelligibility")))
     elif c.get("intelligibility_note"):
@@ -399,11 +404,12 @@ def rerun_defaults(job: Job) -> dict[str, Any]:
         "target_lufs": float(p.get("target_lufs", DEFAULT_LUFS)),
         "tempo": tempo_form.control_value(p.get("tempo")),
         "time_signature": tempo_form.control_value(p.get("time_signature")),
+        "takes": int(p.get("takes") or submit.DEFAULT_TAKES),
     }
 
 
 def form_params(sensitivity: Any, randomness: Any, style: Any, seed: Any, lyrics: Any,
-                target_lufs: Any, tempo: Any = None, time_signature: Any = None) -> dict[str, Any]:
+                target_lufs: Any, tempo: Any = None, time_signature: Any = None, takes: Any = None) -> dict[str, Any]:
     """The raw parameters (as :func:`submit.parse_params` takes them) from the form's values."""
     raw: dict[str, Any] = {"sensitivity": sensitivity, "randomness": randomness, "style": style or None,
                            "seed": "" if seed is None else str(seed).strip(), "lyrics": lyrics or "",
@@ -411,6 +417,8 @@ def form_params(sensitivity: Any, randomness: Any, style: Any, seed: Any, lyrics
                            "time_signature": tempo_form.param_value(time_signature)}
     if target_lufs not in (None, ""):
         raw["target_lufs"] = target_lufs
+    if takes not in (None, ""):
+        raw["takes"] = takes
     return raw
 
 
@@ -797,6 +805,10 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
                             lufs_in = gr.Slider(-30, -6, value=DEFAULT_LUFS, step=0.5, label="Target loudness (LUFS)",
                                                 info="Integrated loudness of the master; -14 suits streaming.",
                                                 elem_id="create-lufs")
+                        takes_in = gr.Slider(submit.MIN_TAKES, submit.MAX_TAKES, value=submit.DEFAULT_TAKES, step=1,
+                                             label="Takes", info="The voice sings this many takes; the checks keep "
+                                             "the best as the song, and you can choose another on the dashboard.",
+                                             elem_id="create-takes")
                         generate_btn = gr.Button("Generate Music", variant="primary", elem_id="create-generate")
                 create_error = gr.HTML(elem_id="tmik-submit-error")
                 create_status = gr.HTML(elem_id="create-status")
@@ -830,6 +842,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
                                                elem_id="dash-cancel")
                     detail_md = gr.Markdown(elem_id="dash-detail-md")
                     dash_results = _results_panel("dash")
+                    dash_takes = takes_panel.build("dash")
                     with gr.Accordion("Re-run with changed parameters", open=False, elem_id="dash-rerun"):
                         gr.Markdown("A new job on the same track; the settings start as this job's. Blank seed: "
                                     "a new random one.")
@@ -843,6 +856,8 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
                                                   label="Vocal Style")
                             r_seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="dash-rerun-seed")
                             r_lufs = gr.Slider(-30, -6, value=DEFAULT_LUFS, step=0.5, label="Target loudness (LUFS)")
+                            r_takes = gr.Slider(submit.MIN_TAKES, submit.MAX_TAKES, value=submit.DEFAULT_TAKES, step=1,
+                                                label="Takes", elem_id="dash-rerun-takes")
                         with gr.Row():
                             r_tempo = gr.Dropdown(**tempo_form.tempo_control(), elem_id="dash-rerun-tempo")
                             r_meter = gr.Dropdown(**tempo_form.meter_control(), elem_id="dash-rerun-time-signature")
@@ -870,7 +885,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
 
         # ====================================================================== events: Create
         @plain_errors
-        def generate(audio_path, lyrics, sensitivity, randomness, style, seed, lufs, tempo, meter,
+        def generate(audio_path, lyrics, sensitivity, randomness, style, seed, lufs, tempo, meter, takes,
                      request: gr.Request):
             # A plain (not async) handler: Gradio runs it in a worker thread, so reading the track never
             # holds up the event loop.
@@ -883,7 +898,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
 
             if not audio_path:
                 return refuse(f"Upload a background track first ({submit.accepted_input(ctx.cfg)}).")
-            raw = form_params(sensitivity, randomness, style, seed, lyrics, lufs, tempo, meter)
+            raw = form_params(sensitivity, randomness, style, seed, lyrics, lufs, tempo, meter, takes)
             session = session_of(_header(request, "cookie"))
             try:
                 fh = uploads.open(session, audio_path)
@@ -906,7 +921,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
             return ["", job.id, status_html(job), gr.Timer(active=True), *_Results.values(None)]
 
         generate_btn.click(
-            generate, [audio_in, lyrics_in, sens_in, rand_in, style_in, seed_in, lufs_in, tempo_in, meter_in],
+            generate, [audio_in, lyrics_in, sens_in, rand_in, style_in, seed_in, lufs_in, tempo_in, meter_in, takes_in],
             [create_error, create_job, create_status, create_timer, *create_results.outputs],
             concurrency_limit=4)
 
@@ -939,24 +954,25 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
 
         def _detail(job_id, shown, request, full: bool) -> list[Any]:
             """Outputs of the details panel; media only when ``full`` or the job's state changed."""
+            hidden = [gr.update(visible=False), "", gr.update(visible=False), "", gr.skip(), "",
+                      *_Results.values(None), *takes_panel.TakesPanel.values(None, None, None)]
             if not job_id:
-                return [gr.update(visible=False), "", gr.update(visible=False), "", gr.skip(), "",
-                        *_Results.values(None)]
+                return hidden
             try:
                 job, events = jobs.get_job(ctx.sessions, job_id, owner=owner_of(request), with_events=True)
             except jobs.JobNotFound:
-                return [gr.update(visible=False), "", gr.update(visible=False), "", gr.skip(), "",
-                        *_Results.values(None)]
+                return hidden
             key = f"{job.id}:{job.state}"
-            media = (_Results.values(job_media(cfg, job, ctx.links)) if full or key != shown
-                     else _Results.unchanged())
+            media = ([*_Results.values(job_media(cfg, job, ctx.links)),
+                      *takes_panel.TakesPanel.values(cfg, job, ctx.links)] if full or key != shown
+                     else [*_Results.unchanged(), *takes_panel.TakesPanel.unchanged()])
             return [gr.update(visible=True), status_html(job),
                     gr.update(visible=job.state in (QUEUED, RUNNING) and not job.cancel_requested),
                     detail_markdown(job, tempo_form.read_analysis(cfg, job)),
                     table_frame(event_rows(events), EVENT_HEADERS), key, *media]
 
         detail_outputs = [detail_box, detail_status, cancel_btn, detail_md, events_table, shown_state,
-                          *dash_results.outputs]
+                          *dash_results.outputs, *dash_takes.outputs]
         page_outputs = [page_state, ids_state, table, page_md, *detail_outputs]
 
         def goto(delta: int | None, absolute: int | None = None):
@@ -979,7 +995,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
             dash_page, dash_inputs, page_outputs, show_progress="hidden")
         create_tab.select(lambda: gr.Timer(active=False), None, dash_timer)
 
-        rerun_fields = [r_sens, r_rand, r_style, r_seed, r_lyrics, r_lufs, r_tempo, r_meter]
+        rerun_fields = [r_sens, r_rand, r_style, r_seed, r_lyrics, r_lufs, r_tempo, r_meter, r_takes]
 
         @plain_errors
         def select_job(ids, evt: gr.SelectData, request: gr.Request):
@@ -995,7 +1011,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
             return [job_id, *_detail(job_id, "", request, True), d["sensitivity"], d["randomness"],
                     d["style"], d["seed"], d["lyrics"], d["target_lufs"],
                     gr.update(choices=tempo_form.tempo_choices(levels, d["tempo"]), value=d["tempo"]),
-                    d["time_signature"]]
+                    d["time_signature"], d["takes"]]
 
         table.select(select_job, ids_state, [selected, *detail_outputs, *rerun_fields], show_progress="hidden")
 
@@ -1015,14 +1031,25 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
         cancel_btn.click(cancel, [selected, shown_state], detail_outputs, show_progress="hidden")
 
         @plain_errors
-        def rerun(job_id, sensitivity, randomness, style, seed, lyrics, lufs, tempo, meter, request: gr.Request):
+        def use_take(job_id, choice, shown, request: gr.Request):
+            """The "Use this take" button: the function behind POST /api/jobs/<id>/takes/<n>; the job re-runs."""
+            ok, message = takes_panel.use_take(cfg, ctx.sessions, job_id, choice, owner=owner_of(request))
+            (gr.Info if ok else gr.Warning)(message)
+            return _detail(job_id, shown, request, True)
+
+        dash_takes.button.click(use_take, [selected, dash_takes.choice, shown_state], detail_outputs,
+                                show_progress="hidden")
+
+        @plain_errors
+        def rerun(job_id, sensitivity, randomness, style, seed, lyrics, lufs, tempo, meter, takes,
+                  request: gr.Request):
             owner = owner_of(request)
             job = load_job(job_id, request)
             if job is None:
                 gr.Warning("Select a job first.")
                 return [gr.skip(), 1]
             styles = [s["name"] for s in styles_now() or []] or None
-            raw = form_params(sensitivity, randomness, style, seed, lyrics, lufs, tempo, meter)
+            raw = form_params(sensitivity, randomness, style, seed, lyrics, lufs, tempo, meter, takes)
             try:
                 new = submit.rerun_job(cfg, ctx.sessions, job, raw, owner=owner, styles=styles)
             except submit.SubmitError as exc:

@@ -108,7 +108,8 @@ def test_openapi_document_lists_every_route(api):
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {"/api/health", "/api/openapi.json", "/api/styles", "/api/jobs",
                                  "/api/jobs/{job_id}", "/api/jobs/{job_id}/cancel", "/api/jobs/{job_id}/rerun",
-                                 "/api/jobs/{job_id}/files/{name}"}
+                                 "/api/jobs/{job_id}/files/{name}", "/api/jobs/{job_id}/takes",
+                                 "/api/jobs/{job_id}/takes/{take}"}
     body = doc["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["required"] == ["file"] and body["properties"]["file"]["format"] == "binary"
     job = upload(client).get_json()

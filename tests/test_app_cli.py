@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 from synth_music import song
@@ -25,8 +26,9 @@ def test_generate_writes_melody_song_stems_and_exports(track: Path, tmp_path: Pa
     lyrics.write_text("[Verse]\nSing a little song for me\nUnder the old apple tree\n")
     out = tmp_path / "out"
     code = cli.main(["generate", str(track), "--out", str(out), "--lyrics-file", str(lyrics), "--seed", "4",
-                     "--style", "low_warm", "--no-progress"])
+                     "--style", "low_warm", "--takes", "2", "--no-progress"])
     assert code == 0, capsys.readouterr().err
+    assert "of 2 chosen by checks" in capsys.readouterr().err
     for name in ("melody/analysis.json", "melody/melody.mid", "mix.wav", "mix.mp3", "vocal.wav", "song.svp",
                  "song.ustx", "qc.json"):
         assert (out / name).stat().st_size > 0, name
@@ -46,6 +48,18 @@ def test_generate_writes_melody_song_stems_and_exports(track: Path, tmp_path: Pa
     assert 0.0 <= qc["word_error_rate"] <= 1.0 and "intelligibility" in qc["passed"]
     mix = sf.info(str(out / "mix.wav"))
     assert mix.samplerate == sf.info(str(track)).samplerate
+    # Both takes are kept; the other one becomes the song, remixed over the kept background.
+    takes = json.loads((out / "takes.json").read_text())
+    assert [t["take"] for t in takes["takes"]] == [1, 2] and takes["chosen_by"] == "checks"
+    other = 3 - takes["chosen"]
+    assert (out / f"take{other}_mix.mp3").stat().st_size > 0 and (out / "melody" / "background.wav").is_file()
+    before = sf.read(out / "vocal.wav")[0]
+    assert cli.main(["take", str(out), str(other), "--no-progress"]) == 0, capsys.readouterr().err
+    assert f"take {other} is the song now (it was take {takes['chosen']})" in capsys.readouterr().err
+    after = json.loads((out / "takes.json").read_text())
+    assert after["chosen"] == other and after["chosen_by"] == "user"
+    assert json.loads((out / "qc.json").read_text())["style"] == "low_warm"  # the song's style was kept
+    assert not np.array_equal(sf.read(out / "vocal.wav")[0], before)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -112,6 +112,7 @@ def test_fmt_params():
     assert ui.fmt_params({"style": "choir", "seed": 1}).endswith("vocalise")
     assert ui.fmt_params({"style": "choir", "tempo": 108.0, "time_signature": "6/8"}) == "choir · 108 BPM · 6/8 · vocalise"
     assert ui.fmt_params({"style": "choir", "tempo": "double"}) == "choir · double tempo · vocalise"
+    assert ui.fmt_params({"style": "choir", "takes": 4}) == "choir · 4 takes · vocalise"
 
 
 CHECKS = {"pitch_accuracy": 0.9712, "voiced_fraction": 0.91, "integrated_lufs": -14.04, "target_lufs": -14.0,
@@ -130,7 +131,7 @@ def test_checks_formatting():
     assert "✗ fail" in md and "did not pass" in md
     words = {"word_error_rate": 0.12, "intelligibility_seconds": 20.0, "passed": {"intelligibility": True}}
     assert "WER 12% ✓" in ui.fmt_checks_short(words)
-    assert "| Word error rate | 12.0 % | ≤ 25 % (first 20 s sung) | ✓ pass |" in ui.checks_markdown(words)
+    assert "| Word error rate | 12.0 % | ≤ 25 % (20 s sung, phrase by phrase) | ✓ pass |" in ui.checks_markdown(words)
     assert "No automatic checks" in ui.checks_markdown(None)
 
 
@@ -328,7 +329,7 @@ def test_rerun_defaults_and_detail(ctx):
                                     "lyrics": "[Verse]\nHi there", "target_lufs": -12.0, "input_seconds": 6.0})
     assert ui.rerun_defaults(job) == {"sensitivity": 0.2, "randomness": 0.7, "style": "ballad", "seed": "9",
                                       "lyrics": "[Verse]\nHi there", "target_lufs": -12.0, "tempo": "auto",
-                                      "time_signature": "auto"}
+                                      "time_signature": "auto", "takes": 3}
     md = ui.detail_markdown(job)
     assert "track1.wav (6.0 s)" in md and "seed 9" in md and "> Hi there" in md and "Analysed" not in md
     # A job run at a tempo the musician set: the re-run form starts there, the detail shows what was found.
@@ -341,6 +342,7 @@ def test_rerun_defaults_and_detail(ctx):
                                                                             "level": "chosen"}]}))
     d = ui.rerun_defaults(job)
     assert d["tempo"] == "96" and d["time_signature"] == "3/4"
+    assert ui.rerun_defaults(_make_job(ctx, 3, params={"takes": 5}))["takes"] == 5
     md = ui.detail_markdown(job, ui.tempo_form.read_analysis(ctx.cfg, job))
     assert "96.2 BPM in 3/4 (you asked for 96 BPM, 3/4)" in md and "48.1 BPM (detected, 0.70)" in md
 
@@ -599,8 +601,8 @@ def _file_data(path: str, name: str = "track.wav") -> dict:
     return {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": name}
 
 
-def _form(audio, tempo: str = "auto", meter: str = "auto") -> list:
-    return [audio, "", 0.5, 0.5, "pop_bright", "", -14, tempo, meter]
+def _form(audio, tempo: str = "auto", meter: str = "auto", takes: int = 3) -> list:
+    return [audio, "", 0.5, 0.5, "pop_bright", "", -14, tempo, meter, takes]
 
 
 def test_generate_refuses_server_paths_and_keeps_serving(served_app, tmp_path):
@@ -659,13 +661,14 @@ def test_generate_takes_only_this_sessions_upload(served_app):
         stolen = _generate_event(other, base, _form(_file_data(path, "my_track.wav")))
         assert "Not started (file)" in str(stolen["output"]["data"][0]), stolen
         assert httpx.get(base + "/api/jobs", timeout=30).json()["total"] == total
-        ok = _generate_event(mine, base, _form(_file_data(path, "my_track.wav"), tempo="96", meter="3/4"))
+        ok = _generate_event(mine, base, _form(_file_data(path, "my_track.wav"), tempo="96", meter="3/4", takes=2))
         assert ok.get("success") is True and ok["output"]["data"][0] == "", ok
         listed = httpx.get(base + "/api/jobs", timeout=30).json()
         assert listed["total"] == total + 1
         job = listed["jobs"][0]
         assert job["state"] == "queued" and job["input_name"] == "my_track.wav"
         assert job["params"]["tempo"] == 96.0 and job["params"]["time_signature"] == "3/4"  # the form's choices
+        assert job["params"]["takes"] == 2
         assert job["id"] in str(ok["output"]["data"][2])  # the status panel shows the new job
 
 
