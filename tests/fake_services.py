@@ -149,3 +149,28 @@ class FakeService:
         self.server.shutdown()
         self.server.server_close()
         self.runner.close(cancel=True, wait=True, timeout=5)
+
+
+class InProcessTasks:
+    """``app.cli``'s task process run in this process, so that a test's patches reach the stages."""
+
+    def __init__(self, name: str, factory: str, data_dir: Path, **_: object) -> None:
+        self.data_dir = data_dir
+
+    def start(self) -> None: ...
+
+    def wait_ready(self, timeout: float) -> bool:
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def run(self, task_id: str, request: dict, *, progress, cancelled) -> dict[str, str]:
+        from app import cli
+        from tmik_common.isolation import TaskFailed
+        from tmik_common.tasks import TaskRequest, error_of
+
+        work = cli.pipeline_task_types()[request["type"]].prepare(TaskRequest(**request), self.data_dir)
+        try:
+            return work(progress)
+        except Exception as exc:
+            raise TaskFailed(**error_of(exc)) from exc

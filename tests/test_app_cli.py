@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from fake_services import InProcessTasks
 from synth_music import song
 
 from app import cli
@@ -33,8 +34,8 @@ def test_generate_writes_melody_song_stems_and_exports(track: Path, tmp_path: Pa
                  "song.ustx", "qc.json"):
         assert (out / name).stat().st_size > 0, name
     record = json.loads((out / "melody" / "melody.json").read_text())
-    assert record["vocal_range"] == [43, 60]  # the style's range reached the melody
-    assert all(43 <= n["pitch"] <= 60 for n in record["notes"])
+    assert record["vocal_range"] == [45, 60]  # the style's range reached the melody
+    assert all(45 <= n["pitch"] <= 60 for n in record["notes"])
     assert record["notes"][0]["syllable"] == "Sing"
     # The voice sang melody.json; its exports keep melody.mid's grid (its tempo_map), note for note.
     from tmik_make_vocal_mix.export import note_ticks
@@ -117,30 +118,6 @@ def test_a_crash_in_a_stage_ends_the_command_with_a_message(track: Path, tmp_pat
     assert "error: the vocal stage failed" in err and "SIGSEGV" in err and "[task_crashed]" in err
 
 
-class _InProcess:
-    """The CLI's task process run in this process, so that a test's patches reach the stages."""
-
-    def __init__(self, name: str, factory: str, data_dir: Path, **_: object) -> None:
-        self.data_dir = data_dir
-
-    def start(self) -> None: ...
-
-    def wait_ready(self, timeout: float) -> bool:
-        return True
-
-    def stop(self, timeout: float = 5.0) -> None: ...
-
-    def run(self, task_id: str, request: dict, *, progress, cancelled) -> dict[str, str]:
-        from tmik_common.isolation import TaskFailed
-        from tmik_common.tasks import TaskRequest, error_of
-
-        work = cli.pipeline_task_types()[request["type"]].prepare(TaskRequest(**request), self.data_dir)
-        try:
-            return work(progress)
-        except Exception as exc:
-            raise TaskFailed(**error_of(exc)) from exc
-
-
 @pytest.mark.parametrize("args, expected", [
     (["--tempo", "96", "--time-signature", "3/4"], {"tempo": 96.0, "time_signature": "3/4"}),
     (["--tempo", "double"], {"tempo": "double", "time_signature": None}),
@@ -157,7 +134,7 @@ def test_tempo_and_time_signature_reach_the_analysis(track: Path, tmp_path: Path
         seen.update(tempo=tempo, time_signature=time_signature)
         raise AudioError("silent_audio", "stopped here by the test")
 
-    monkeypatch.setattr(cli, "TaskProcess", _InProcess)
+    monkeypatch.setattr(cli, "TaskProcess", InProcessTasks)
     monkeypatch.setattr(analysis, "analyze_file", analyze_file)
     assert cli.main(["generate", str(track), "--out", str(tmp_path / "o"), "--no-progress", *args]) == 2
     assert "stopped here by the test [silent_audio]" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from fake_services import STYLES, TAKE_SCORES, FakeBehaviour, FakeService
+from fake_services import STYLES, TAKE_SCORES, FakeBehaviour, FakeService, InProcessTasks
 from sqlalchemy import update
 
 from app import cli, jobs, takes_panel, ui
@@ -352,30 +352,6 @@ def test_cli_refuses_bad_takes_and_folders_without_takes(tmp_path: Path, capsys)
     assert "has no takes.json" in capsys.readouterr().err
 
 
-class _InProcess:
-    """The CLI's task process run in this process, so that a test's patches reach the stages."""
-
-    def __init__(self, name: str, factory: str, data_dir: Path, **_: object) -> None:
-        self.data_dir = data_dir
-
-    def start(self) -> None: ...
-
-    def wait_ready(self, timeout: float) -> bool:
-        return True
-
-    def stop(self, timeout: float = 5.0) -> None: ...
-
-    def run(self, task_id: str, request: dict, *, progress, cancelled) -> dict[str, str]:
-        from tmik_common.isolation import TaskFailed
-        from tmik_common.tasks import TaskRequest, error_of
-
-        work = cli.pipeline_task_types()[request["type"]].prepare(TaskRequest(**request), self.data_dir)
-        try:
-            return work(progress)
-        except Exception as exc:
-            raise TaskFailed(**error_of(exc)) from exc
-
-
 def test_cli_take_remixes_the_chosen_take_over_the_kept_background(tmp_path: Path, monkeypatch, capsys):
     from tmik_make_vocal_mix import render
 
@@ -395,7 +371,7 @@ def test_cli_take_remixes_the_chosen_take_over_the_kept_background(tmp_path: Pat
         progress("mix", 1.0)
         return type("Result", (), {"outputs": {"qc": Path(out_dir) / "qc.json"}})()
 
-    monkeypatch.setattr(cli, "TaskProcess", _InProcess)
+    monkeypatch.setattr(cli, "TaskProcess", InProcessTasks)
     monkeypatch.setattr(render, "select_take", select_take, raising=False)
     assert cli.main(["take", str(out), "3", "--no-progress"]) == 2
     assert "has no take 3; its takes are 1, 2" in capsys.readouterr().err
@@ -428,7 +404,7 @@ def test_cli_generate_passes_takes_to_the_render(tmp_path: Path, monkeypatch, ca
 
     track = tmp_path / "in.wav"
     sf.write(track, 0.1 * np.sin(np.arange(8000 * 6) / 8000 * 2 * np.pi * 220).astype(np.float32), 8000)
-    monkeypatch.setattr(cli, "TaskProcess", _InProcess)
+    monkeypatch.setattr(cli, "TaskProcess", InProcessTasks)
     monkeypatch.setattr(render, "run_render", run_render)
     monkeypatch.setattr(melody_generate, "run_generation", run_generation)
     monkeypatch.setattr(melody_generate, "checkpoint_from_env", lambda: None)

@@ -143,13 +143,10 @@ def warm_up() -> float:
 
 
 def default_phrases(notes) -> list[list[int]]:
-    """Note indices split at rests of :data:`PHRASE_REST_S` or longer."""
-    phrases: list[list[int]] = []
-    for i, n in enumerate(notes):
-        if not phrases or n.start - notes[i - 1].end >= PHRASE_REST_S:
-            phrases.append([])
-        phrases[-1].append(i)
-    return phrases
+    """Note indices split at rests of :data:`PHRASE_REST_S` or longer (the score's own rule, that gap)."""
+    from .score import phrases_of
+
+    return phrases_of(list(notes), gap=PHRASE_REST_S)
 
 
 class _Track:

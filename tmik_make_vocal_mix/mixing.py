@@ -799,13 +799,18 @@ def _write_wav_atomic(path: Path, audio: np.ndarray, sr: int, subtype: str = "PC
         raise
 
 
-def _write_mp3_atomic(path: Path, audio: np.ndarray, sr: int, bitrate: str = "320k") -> None:
-    """Encode ``audio`` (channels, n) to MP3 with ffmpeg/libmp3lame, fed from memory (32-bit float PCM)."""
+def _write_mp3_atomic(path: Path, audio: np.ndarray, sr: int, bitrate: str = "320k",
+                      compression_level: int | None = None) -> None:
+    """Encode ``audio`` (channels, n) to MP3 with ffmpeg/libmp3lame, fed from memory (32-bit float PCM).
+
+    ``compression_level`` is LAME's speed/quality trade (0 best .. 9 fastest; None: LAME's default)."""
     data = np.ascontiguousarray(_as_2d(audio).T, dtype="<f4")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".mp3")
     os.close(fd)
+    level = [] if compression_level is None else ["-compression_level", str(int(compression_level))]
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "f32le", "-ar", str(sr),
-           "-ac", str(data.shape[1]), "-i", "pipe:0", "-codec:a", "libmp3lame", "-b:a", bitrate, "-f", "mp3", tmp]
+           "-ac", str(data.shape[1]), "-i", "pipe:0", "-codec:a", "libmp3lame", "-b:a", bitrate, *level,
+           "-f", "mp3", tmp]
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:

@@ -585,23 +585,7 @@ def _take_files(all_takes: list[Take], best: Take, result, bg_sr: int, vocal_sr:
 
 def _write_preview_mp3(path: Path, audio: np.ndarray, sr: int) -> None:
     """A take's listening MP3 (320 kbps): LAME's faster setting (compression level 7), half the encode time."""
-    import subprocess
-    import tempfile
-
-    data = np.ascontiguousarray(np.asarray(audio).T, dtype="<f4")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".mp3")
-    os.close(fd)
-    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "f32le", "-ar", str(sr),
-           "-ac", str(data.shape[1]), "-i", "pipe:0", "-codec:a", "libmp3lame", "-b:a", "320k",
-           "-compression_level", "7", "-f", "mp3", tmp]
-    try:
-        proc = subprocess.run(cmd, input=data.tobytes(), capture_output=True, timeout=300, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"ffmpeg mp3 encode failed: {proc.stderr.decode(errors='replace').strip()[-500:]}")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    mixing._write_mp3_atomic(path, audio, sr, bitrate="320k", compression_level=7)
 
 
 def _export_and_check(score, chosen, best: Take, lyrics, vocal_sr, result, outputs, out_dir, warnings, times,

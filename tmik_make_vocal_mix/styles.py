@@ -47,7 +47,7 @@ STYLES: dict[str, VocalStyle] = {s.name: s for s in (
     VocalStyle("soft_breathy", "Soft, breathy and intimate: gentle vibrato, airy top, long warm reverb.",
                55, 69, "world", 1.03, 18.0, 0.35, 0, "soft_breathy", 1.0, "u"),
     VocalStyle("low_warm", "Low, warm voice an octave down (baritone colour): darker formants, little air.",
-               43, 60, "world", 0.84, 22.0, 0.08, 0, "low_warm", 1.5, "o"),
+               45, 60, "world", 0.84, 22.0, 0.08, 0, "low_warm", 1.5, "o"),
     # The neural voice sings choir's range as it is; the doubles are its own take, detuned and offset
     # phrase by phrase (WORLD re-singing would only blur the words, and costs 15 s a song).
     VocalStyle("choir", "Doubled choir lead: four detuned, slightly offset voices in a wide hall.",
