@@ -31,6 +31,10 @@ MIN_GLIDE_S = 0.02
 
 # The pre-issue-14 formula ("formula" expression), kept exactly for comparison.
 PORTAMENTO = 0.06  # seconds of glide into each note
+# An overshoot rings for about 0.2 s: on a shorter note it would fill the note (measured: 0.22 s notes of the
+# low_warm voice read 0.25-0.9 pitch accuracy with it), so only notes at least this long get one.
+MIN_OVERSHOOT_NOTE_S = 0.3
+SHORT_NOTE_S = 0.4  # scoops and fall-offs on shorter notes are shallower and quicker, in proportion
 VIB_RATE = 5.5  # Hz
 VIB_START, VIB_FULL = 0.1, 0.25  # vibrato grows from 0 at 100 ms to full depth by 250 ms into the note
 
@@ -151,7 +155,7 @@ def plan_phrase(notes: Sequence, expression: Expression | str, tempo_bpm: float 
             size = abs(interval)
             scale = 1.0 if size >= expr.leap_semitones else 1.0 / 3.0
             damp = 0.6 if size > 7 else 1.0  # suppressed after large leaps (Nakayama et al.)
-            if size >= 1 and u[1] < expr.overshoot_prob * scale and length >= 0.2:
+            if size >= 1 and u[1] < expr.overshoot_prob * scale and length >= MIN_OVERSHOOT_NOTE_S:
                 amount = expr.overshoot_ratio * size * 100.0 * (0.6 + 0.7 * u[2]) * damp
                 overshoot = float(np.sign(interval) * min(amount, expr.overshoot_max_cents))
             if size >= 1 and u[3] < expr.preparation_prob * scale and notes[k - 1].end - notes[k - 1].start >= 0.25:
@@ -161,14 +165,17 @@ def plan_phrase(notes: Sequence, expression: Expression | str, tempo_bpm: float 
         scoop = scoop_s = 0.0
         p_scoop = expr.scoop_prob if k == 0 else (expr.scoop_after_rest_prob if not legato[k] else 0.0)
         if u[5] < p_scoop:
-            scoop = float(max(20.0, expr.scoop_cents + expr.scoop_sd_cents * z[5]))
-            scoop_s = float(min(expr.scoop_s * (0.8 + 0.4 * u[6]), 0.4 * length))
+            # a short note has no time for a deep, slow scoop: shallower and quicker below SHORT_NOTE_S
+            short = min(1.0, length / SHORT_NOTE_S)
+            scoop = float(max(20.0, expr.scoop_cents + expr.scoop_sd_cents * z[5]) * short)
+            scoop_s = float(min(expr.scoop_s * (0.8 + 0.4 * u[6]), (0.25 + 0.15 * short) * length))
         # a fall-off at the phrase's end (less often before a rest inside it)
         fall = fall_s = 0.0
         p_fall = expr.falloff_prob if k == n - 1 else (0.4 * expr.falloff_prob if last else 0.0)
         if u[7] < p_fall:
-            fall = float(max(20.0, expr.falloff_cents * (1.0 + 0.35 * z[6])))
-            fall_s = float(min(expr.falloff_s * (0.8 + 0.4 * u[8]), 0.4 * length))
+            short = min(1.0, length / SHORT_NOTE_S)
+            fall = float(max(20.0, expr.falloff_cents * (1.0 + 0.35 * z[6])) * short)
+            fall_s = float(min(expr.falloff_s * (0.8 + 0.4 * u[8]), (0.25 + 0.15 * short) * length))
         # vibrato: long notes only, likelier on the phrase's last note and stressed syllables
         vib = {}
         if length >= expr.min_note_s and length > 0:
