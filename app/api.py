@@ -28,7 +28,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import jobs, openapi, submit, takes
+from . import jobs, openapi, submit, takes, versions
 from .context import AppContext, Unauthorized
 from .models import FINISHED, STATES, Job
 from .services import ServiceClient, ServiceUnavailable
@@ -352,6 +352,26 @@ def create_api(ctx: AppContext) -> Flask:
             raise ApiError(415, "unsupported_media_type", "send the changed parameters as JSON or as a form")
         job = submit.rerun_job(cfg, ctx.sessions, old, overrides, owner=g.owner, styles=ctx.vocal.style_names())
         return created(job)
+
+    @app.post("/api/jobs/<job_id>/edits")
+    def edit_job(job_id: str) -> Response:
+        job_id = _job_id(job_id)
+        jobs.get_job(ctx.sessions, job_id, owner=g.owner)  # an unknown job is 404 whatever the body
+        if request.mimetype != "application/json":
+            raise ApiError(415, "unsupported_media_type", 'send the edit as JSON: {"kind": "restyle", "style": ...}')
+        body = request.get_json(silent=True)
+        if body is None:
+            raise ApiError(400, "invalid_json", "the body is not valid JSON")
+        try:
+            job = versions.make_edit(cfg, ctx.sessions, job_id, body, owner=g.owner,
+                                     styles=ctx.vocal.style_names())
+        except jobs.JobConflict as exc:
+            raise ApiError(409, "job_not_succeeded", str(exc)) from None
+        return created(job)
+
+    @app.get("/api/jobs/<job_id>/versions")
+    def get_versions(job_id: str) -> Response:
+        return jsonify(versions.versions_document(ctx.sessions, _job_id(job_id), owner=g.owner))
 
     @app.get("/api/jobs/<job_id>/takes")
     def get_takes(job_id: str) -> Response:

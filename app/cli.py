@@ -11,6 +11,10 @@ takes.json: which take the checks chose, and why).
 
 ``python -m app.cli take DIR N`` makes take N of that folder the song (the service's ``select_take``):
 take N's vocal is remixed over the kept background, nothing is sung again.
+
+``python -m app.cli restyle DIR --style NAME --out DIR2`` makes a new version of that song that keeps its
+melody: DIR/melody/ is copied to DIR2/melody/ unchanged and only the vocal stage runs, in the new style (and
+loudness), into DIR2 (the REST API's ``POST /api/jobs/<id>/edits`` with kind restyle does the same for a job).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -38,6 +43,8 @@ log = logging.getLogger("app.cli")
 STAGE_SPANS = {"melody": (0.0, 0.4), "vocal": (0.4, 1.0), "take": (0.0, 1.0)}
 MIN_TAKES, MAX_TAKES = 1, 5
 BACKGROUND = "background.wav"  # DIR/melody/background.wav: the working copy, kept for ``take``
+# What ``restyle`` keeps of a song folder: its melody and the working copy it was written over.
+MELODY_FILES = ("melody.json", "melody.mid", "analysis.json", BACKGROUND)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     take.add_argument("--style", help="vocal style of the mix (default: the one the song was sung in)")
     take.add_argument("--target-lufs", type=float, help="master loudness (default: the song's)")
     take.add_argument("--no-progress", action="store_true", help="no progress bar (logs instead)")
+    restyle = sub.add_parser("restyle", help="a new version of a generated song: the same melody sung in another "
+                             "style (only the vocal stage runs)",
+                             epilog="Exit status: 0 on success, 2 when the folder or an option cannot be used, 1 "
+                             "when the vocal stage crashed or could not write its files.")
+    restyle.add_argument("song", type=Path, help="the output folder of an earlier 'generate' (its melody/ is kept)")
+    restyle.add_argument("--style", required=True, help="the new vocal style (see generate --list-styles)")
+    restyle.add_argument("--target-lufs", type=float, help="master loudness (default: the song's)")
+    restyle.add_argument("--out", type=Path, required=True, help="the new version's folder (created; not the song's)")
+    restyle.add_argument("--no-progress", action="store_true", help="no progress bar (logs instead)")
     return parser
 
 
@@ -285,11 +301,63 @@ def take(args: argparse.Namespace) -> int:
     return 0
 
 
+def restyle(args: argparse.Namespace) -> int:
+    """A new version of the song folder ``args.song`` in ``args.out``: its melody copied unchanged, sung again
+    in ``args.style`` with the song's seed and number of takes (from its takes.json)."""
+    from tmik_make_vocal_mix.styles import StyleError, get_style
+
+    song, out = args.song, args.out
+    missing = [name for name in MELODY_FILES if not (song / "melody" / name).is_file()]
+    if missing:
+        print(f"error: {song} has no melody/{', melody/'.join(missing)}; give the folder of a song made by "
+              "'python -m app.cli generate'", file=sys.stderr)
+        return 2
+    if out.resolve() == song.resolve():
+        print("error: --out must be a new folder: the song is kept as it is", file=sys.stderr)
+        return 2
+    if args.target_lufs is not None and not -30.0 <= args.target_lufs <= -6.0:
+        print(f"error: --target-lufs must be from -30 to -6, got {args.target_lufs:g}", file=sys.stderr)
+        return 2
+    try:
+        style = get_style(args.style)
+    except StyleError as exc:
+        print(f"error: {exc.message} [{exc.code}]", file=sys.stderr)
+        return 2
+    try:
+        qc_before = json.loads((song / "qc.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        qc_before = {}
+    try:  # take 1 is sung with the song's seed; the song's number of takes is kept
+        record = json.loads((song / "takes.json").read_text(encoding="utf-8"))
+        seed, count = int(record["takes"][0]["seed"]), len(record["takes"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        seed, count = int(qc_before.get("seed", 0) or 0), None
+    lufs = args.target_lufs if args.target_lufs is not None else float(qc_before.get("target_lufs", -14.0))
+    (out / "melody").mkdir(parents=True, exist_ok=True)
+    for name in MELODY_FILES:
+        shutil.copyfile(song / "melody" / name, out / "melody" / name)
+    started = time.perf_counter()
+    params = {"out": str(out.resolve()), "background": str((out / "melody" / BACKGROUND).resolve()),
+              "style": style.name, "seed": seed, "target_lufs": lufs, "takes": count}
+    outputs = _run_stages([("vocal", params)], args.no_progress)
+    if isinstance(outputs, int):
+        return outputs
+    try:
+        q = json.loads((out / "qc.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        q = {}
+    print(f"{out}: the melody of {song} sung as {style.name} in {time.perf_counter() - started:.1f} s; pitch "
+          f"accuracy {q.get('pitch_accuracy')}, {float(q.get('integrated_lufs', float('nan'))):.1f} LUFS; "
+          f"{len(outputs)} files{_takes_line(out)}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "no_progress", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    return take(args) if args.command == "take" else generate(args)
+    commands = {"take": take, "restyle": restyle, "generate": generate}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -57,15 +57,37 @@ def _event(session: Session, job_id: str, state: str, stage: str = "", message: 
 
 
 def create_job(sessions: sessionmaker[Session], *, job_id: str, input_file: str, input_name: str,
-               params: dict[str, Any], owner: str | None = None) -> Job:
-    """Queue a new job whose input is already stored at ``input_file`` (relative to the data folder)."""
+               params: dict[str, Any], owner: str | None = None, parent_id: str | None = None,
+               artifacts: dict[str, Any] | None = None, stages: dict[str, Any] | None = None,
+               progress: float = 0.0, made_as: str = "") -> Job:
+    """Queue a new job whose input is already stored at ``input_file`` (relative to the data folder).
+
+    With ``parent_id`` the job is a new version of that job's song: it joins the parent's family (same
+    ``root_id``) as the next version number, and both jobs' histories say so (``made_as``: how, e.g.
+    "re-run"). ``artifacts`` and ``stages`` are what the new job starts with (an edit's copied melody)."""
     now = utcnow()
     with sessions.begin() as s:
-        job = Job(id=job_id, created_at=now, updated_at=now, state=QUEUED, stage="queued", progress=0.0,
-                  stages={}, params=params, input_file=input_file, input_name=input_name[:255], artifacts={},
-                  checks={}, warnings={}, attempts=0, cancel_requested=False, owner=owner)
+        root_id, version, parent = job_id, 1, None
+        if parent_id is not None:
+            # Locked (PostgreSQL) so two versions made from one job at once do not get the same number.
+            parent = s.get(Job, parent_id, with_for_update=True)
+            if parent is None:
+                raise JobNotFound(parent_id)
+            root_id = parent.root_id or parent.id
+            highest = s.scalar(select(func.max(Job.version)).where(or_(Job.root_id == root_id, Job.id == root_id)))
+            version = int(highest or parent.version or 1) + 1
+        job = Job(id=job_id, created_at=now, updated_at=now, state=QUEUED, stage="queued", progress=progress,
+                  stages=stages or {}, params=params, input_file=input_file, input_name=input_name[:255],
+                  artifacts=artifacts or {}, checks={}, warnings={}, attempts=0, cancel_requested=False, owner=owner,
+                  parent_id=parent_id, root_id=root_id, version=version)
         s.add(job)
-        _event(s, job_id, QUEUED, "queued", "job created")
+        if parent is None:
+            _event(s, job_id, QUEUED, "queued", "job created")
+        else:
+            how = f": {made_as}" if made_as else ""
+            _event(s, job_id, QUEUED, "queued", f"job created as version {version}, made from job {parent_id}{how}")
+            _event(s, parent_id, parent.state, parent.stage, f"version {version} made from this job{how} "
+                   f"(job {job_id})")
     return job
 
 

@@ -69,6 +69,13 @@ class Job(Base):
     # The service task running for this job, so a cancel can reach it: {"service", "task_id"}.
     service_task: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     owner: Mapped[str | None] = mapped_column(String(64), index=True)  # API key fingerprint
+    # Versions of a song (app.versions): the job this one was made from (a re-run or an edit; null for an
+    # original, or once that job is deleted), the family's first job (its own id for an original; kept
+    # after the root is deleted, so the family stays one query) and the version number in that family.
+    parent_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="SET NULL"),
+                                                  index=True)
+    root_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
 
     events: Mapped[list[JobEvent]] = relationship(back_populates="job", cascade="all, delete-orphan",
                                                   order_by="JobEvent.id", passive_deletes=True)
@@ -92,6 +99,7 @@ class Job(Base):
             "warnings": (self.warnings or {}).get("messages", []),
             "error": None if self.error_code is None else {"code": self.error_code, "message": self.error_message},
             "attempts": self.attempts, "cancel_requested": bool(self.cancel_requested),
+            "parent_id": self.parent_id, "root_id": self.root_id or self.id, "version": self.version or 1,
         }
 
 

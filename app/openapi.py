@@ -51,7 +51,8 @@ API_ERROR_CODES = {
     "no_takes": "the job has no takes (yet): takes.json is written when its vocal stage has finished",
     "take_not_found": "the job has no take of that number",
     "job_not_succeeded": "a take can be chosen only once the job has succeeded (it is queued or running, or failed "
-                         "before it had takes)",
+                         "before it had takes); an edit is made only from a job that has succeeded",
+    "melody_missing": "the job's melody files are gone, so no edit can keep them (edits)",
     "service_unavailable": "the vocal-mix service cannot be reached",
     "database_unavailable": "the jobs database cannot be reached",
     "internal_error": "a fault of the server",
@@ -145,6 +146,13 @@ def _schemas() -> dict[str, Any]:
             "properties": {"code": {"type": "string"}, "message": nullable_str}}]},
         "attempts": {"type": "integer", "minimum": 0},
         "cancel_requested": {"type": "boolean"},
+        "parent_id": {"type": ["string", "null"], "format": "uuid",
+                      "description": "the job this version was made from (a re-run or an edit); null for an "
+                                     "original or once that job is deleted"},
+        "root_id": {"type": "string", "format": "uuid",
+                    "description": "the first job of the song's family (GET .../versions lists them)"},
+        "version": {"type": "integer", "minimum": 1, "description": "the version number in the family (1: "
+                                                                    "the original)"},
     }
     event = {"type": "object", "additionalProperties": False,
              "required": ["at", "state", "stage", "message", "worker"],
@@ -182,6 +190,20 @@ def _schemas() -> dict[str, Any]:
                                              "properties": take_props}},
     }
     return {
+        "Versions": {"type": "object", "additionalProperties": False, "required": ["root_id", "versions"],
+                     "properties": {"root_id": {"type": "string", "format": "uuid"}, "versions": {
+                         "type": "array", "items": {
+                             "type": "object", "required": ["id", "version", "parent_id", "state", "params",
+                                                            "created_at", "edit"],
+                             "properties": {
+                                 "id": {"type": "string", "format": "uuid"}, "version": {"type": "integer"},
+                                 "parent_id": {"type": ["string", "null"]}, "state": {"type": "string"},
+                                 "params": {"type": "object"}, "created_at": {"type": "string"},
+                                 "finished_at": {"type": ["string", "null"]},
+                                 "edit": {"description": "how this version was made from its parent: {kind "
+                                                         "(rerun, restyle), from, changes {name: {from, to}}}; "
+                                                         "null for an original",
+                                          "oneOf": [{"type": "null"}, {"type": "object"}]}}}}}},
         "Takes": {"type": "object", "additionalProperties": False, "required": list(takes_props),
                   "properties": takes_props},
         "Error": {
@@ -342,6 +364,33 @@ def build_document(cfg: Config, version: str) -> dict[str, Any]:
                 _415=_error("the body is neither JSON nor a form (unsupported_media_type)"),
                 _422=_error("a parameter is refused: invalid_param, unknown_param, unknown_style, "
                             "lyrics_too_long or a lyrics code"))}},
+        "/api/jobs/{job_id}/edits": {"post": {
+            "operationId": "editJob", "summary": "A new version of the song, editing this job instead of re-rolling it",
+            "description": "kind restyle: the same melody (melody.json, melody.mid, analysis.json copied from this "
+                           "job) sung in another style and/or mastered to another loudness; only the vocal stage "
+                           "runs, with this job's other parameters, seed and takes. The new job is the next "
+                           "version of the family (parent_id: this job) and belongs to the same owner.",
+            **secured, "parameters": [job_id],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False, "required": ["kind"],
+                "properties": {"kind": {"type": "string", "enum": ["restyle"]},
+                               "style": {**_param_properties(json_types=True)["style"],
+                                         "description": "the new vocal style (GET /api/styles); left out: "
+                                                        "this job's"},
+                               "target_lufs": {**_param_properties(json_types=True)["target_lufs"],
+                                               "description": "the new master loudness; left out: this job's"}}}}}},
+            "responses": responses(
+                _201=_json("queued: the new version", _ref("Job"), location), _404=not_found,
+                _400=_error("the body is not JSON (invalid_json) or not an object (invalid_body)"),
+                _409=_error("the job has not succeeded (job_not_succeeded), or its input or melody is gone "
+                            "(input_missing, melody_missing)"),
+                _415=_error("the body is not JSON (unsupported_media_type)"),
+                _422=_error("an unknown kind or a loudness out of -30..-6 (invalid_param), a field the kind "
+                            "does not take (unknown_param), or unknown_style"))}},
+        "/api/jobs/{job_id}/versions": {"get": {
+            "operationId": "listVersions", "summary": "Every version of the job's song, by version number",
+            **secured, "parameters": [job_id],
+            "responses": responses(_200=_json("the song's family", _ref("Versions")), _404=not_found)}},
         "/api/jobs/{job_id}/takes": {"get": {
             "operationId": "listTakes", "summary": "The job's takes: their figures, which one is the result and why",
             **secured, "parameters": [job_id],

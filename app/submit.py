@@ -362,42 +362,71 @@ def params_from_json(body: Any) -> dict[str, Any]:
     return dict(body)
 
 
-def rerun_job(cfg: Config, sessions: sessionmaker[Session], job: Job, overrides: Mapping[str, Any], *,
-              owner: str | None = None, styles: list[str] | None = None) -> Job:
-    """Queue a new job on ``job``'s input with its parameters, changed by ``overrides``.
-
-    The upload and its working copy are copied into the new job's own input folder, so deleting either
-    job leaves the other whole. The old seed is kept unless ``overrides`` names one (null or "": a new
-    random seed), so a re-run with another style is the same melody sung differently.
-    """
-    raw: dict[str, Any] = {k: v for k, v in (job.params or {}).items() if k in PARAM_NAMES}
-    raw.update(overrides)
-    params = parse_params(raw, styles)
+def copy_input(cfg: Config, job: Job, job_id: str) -> Path:
+    """Copy ``job``'s upload and working copy into job ``job_id``'s own input folder, so deleting either job
+    leaves the other whole; the new working copy (its ``input_file``). SubmitError ``input_missing`` (409)
+    when the old input is gone. The caller removes ``input/<job_id>/`` when it does not queue the job."""
     source = (cfg.shared_data_dir / job.input_file).resolve()
     if not source.is_relative_to((cfg.shared_data_dir / "input" / job.id).resolve()) or not source.is_file():
         raise SubmitError("input_missing", f"the input of job {job.id} is no longer there; upload the track "
                           "again", "file", 409)
     original = original_upload(cfg, job)
-    job_id = str(uuid.uuid4())
     folder = cfg.shared_data_dir / "input" / job_id
     folder.mkdir(parents=True, exist_ok=False)
+    if original is not None:
+        shutil.copyfile(original, folder / original.name)
+        working = folder / WORKING_NAME
+        shutil.copyfile(source, working)
+        return working
+    # A job stored before working copies: its input is the upload; make the working copy now.
+    kept = folder / f"{ORIGINAL_STEM}{source.suffix.lower()}"
+    shutil.copyfile(source, kept)
+    return _working_copy(cfg, kept, job.input_name or kept.name)[0]
+
+
+def changed_params(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The musician's parameters that differ between two jobs: {name: {"from", "to"}}."""
+    return {name: {"from": old.get(name), "to": new.get(name)} for name in sorted(PARAM_NAMES)
+            if old.get(name) != new.get(name)}
+
+
+def describe_changes(changes: Mapping[str, Mapping[str, Any]]) -> str:
+    """``changed_params`` in words for a job's history: "style ballad, seed 7"."""
+    words = [f"{name} {'default' if c.get('to') is None else c['to']}" for name, c in changes.items()
+             if name != "lyrics"]
+    if "lyrics" in changes:
+        words.append("new lyrics")
+    return ", ".join(words) or "nothing changed"
+
+
+def rerun_job(cfg: Config, sessions: sessionmaker[Session], job: Job, overrides: Mapping[str, Any], *,
+              owner: str | None = None, styles: list[str] | None = None) -> Job:
+    """Queue a new job on ``job``'s input with its parameters, changed by ``overrides``: a re-roll, recorded as
+    the next version of ``job``'s song.
+
+    The upload and its working copy are copied into the new job's own input folder (:func:`copy_input`). The
+    old seed is kept unless ``overrides`` names one (null or "": a new random seed), so a re-run with another
+    style is the same melody sung differently.
+    """
+    raw: dict[str, Any] = {k: v for k, v in (job.params or {}).items() if k in PARAM_NAMES}
+    raw.update(overrides)
+    params = parse_params(raw, styles)
+    job_id = str(uuid.uuid4())
     try:
-        if original is not None:
-            shutil.copyfile(original, folder / original.name)
-            working = folder / WORKING_NAME
-            shutil.copyfile(source, working)
-        else:  # a job stored before working copies: its input is the upload; make the working copy now
-            kept = folder / f"{ORIGINAL_STEM}{source.suffix.lower()}"
-            shutil.copyfile(source, kept)
-            working = _working_copy(cfg, kept, job.input_name or kept.name)[0]
+        working = copy_input(cfg, job, job_id)
         if "input_seconds" in (job.params or {}):
             params["input_seconds"] = job.params["input_seconds"]
+        diff = changed_params(job.params or {}, params)
+        params["edit"] = {"kind": "rerun", "from": job.id, "changes": diff}
+        made_as = f"re-run ({describe_changes(diff)})"
         new = jobs.create_job(sessions, job_id=job_id, input_file=working.relative_to(cfg.shared_data_dir).as_posix(),
-                              input_name=job.input_name, params=params, owner=owner)
+                              input_name=job.input_name, params=params, owner=owner, parent_id=job.id,
+                              made_as=made_as)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(cfg.shared_data_dir / "input" / job_id, ignore_errors=True)
         raise
-    log.info("job %s queued as a re-run of %s: style %s, seed %d", new.id, job.id, params["style"], params["seed"])
+    log.info("job %s queued as a re-run of %s (version %d): style %s, seed %d", new.id, job.id, new.version,
+             params["style"], params["seed"])
     return new
 
 

@@ -47,7 +47,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import jobs, plots, submit, takes_panel, tempo_form
+from . import jobs, plots, submit, takes_panel, tempo_form, versions_panel
 from .access import LinkSigner
 from .context import AppContext, Unauthorized
 from .models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job
@@ -116,7 +116,7 @@ CSS = """
 .tmik-files ul { margin: 0.3em 0 0 1.1em; padding: 0; }
 .tmik-files li { margin: 0.15em 0; }
 .tmik-small { font-size: 0.85em; color: #6b7280; }
-""" + takes_panel.CSS
+""" + takes_panel.CSS + versions_panel.CSS
 
 
 # =========================================================================== plain data functions
@@ -843,6 +843,7 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
                     detail_md = gr.Markdown(elem_id="dash-detail-md")
                     dash_results = _results_panel("dash")
                     dash_takes = takes_panel.build("dash")
+                    dash_versions = versions_panel.build("dash", style_choices(None))
                     with gr.Accordion("Re-run with changed parameters", open=False, elem_id="dash-rerun"):
                         gr.Markdown("A new job on the same track; the settings start as this job's. Blank seed: "
                                     "a new random one.")
@@ -876,9 +877,9 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
             value_r = current_r if current_r in names else value
             choices = style_choices(styles)
             return (gr.update(choices=choices, value=value), style_info(styles, value),
-                    gr.update(choices=choices, value=value_r))
+                    gr.update(choices=choices, value=value_r), gr.update(choices=choices))
 
-        style_outputs = [style_in, style_md, r_style]
+        style_outputs = [style_in, style_md, r_style, dash_versions.style]
         blocks.load(refresh_styles, [style_in, r_style], style_outputs, show_progress="hidden")
         style_refresh.click(refresh_styles, [style_in, r_style], style_outputs, show_progress="hidden")
         style_in.change(lambda name: style_info(styles_now(), name), style_in, style_md, show_progress="hidden")
@@ -955,7 +956,8 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
         def _detail(job_id, shown, request, full: bool) -> list[Any]:
             """Outputs of the details panel; media only when ``full`` or the job's state changed."""
             hidden = [gr.update(visible=False), "", gr.update(visible=False), "", gr.skip(), "",
-                      *_Results.values(None), *takes_panel.TakesPanel.values(None, None, None)]
+                      *_Results.values(None), *takes_panel.TakesPanel.values(None, None, None),
+                      *versions_panel.VersionsPanel.values(None, None, None, None)]
             if not job_id:
                 return hidden
             try:
@@ -964,15 +966,18 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
                 return hidden
             key = f"{job.id}:{job.state}"
             media = ([*_Results.values(job_media(cfg, job, ctx.links)),
-                      *takes_panel.TakesPanel.values(cfg, job, ctx.links)] if full or key != shown
-                     else [*_Results.unchanged(), *takes_panel.TakesPanel.unchanged()])
+                      *takes_panel.TakesPanel.values(cfg, job, ctx.links),
+                      *versions_panel.VersionsPanel.values(cfg, ctx.sessions, job, ctx.links, owner_of(request))]
+                     if full or key != shown
+                     else [*_Results.unchanged(), *takes_panel.TakesPanel.unchanged(),
+                           *versions_panel.VersionsPanel.unchanged()])
             return [gr.update(visible=True), status_html(job),
                     gr.update(visible=job.state in (QUEUED, RUNNING) and not job.cancel_requested),
                     detail_markdown(job, tempo_form.read_analysis(cfg, job)),
                     table_frame(event_rows(events), EVENT_HEADERS), key, *media]
 
         detail_outputs = [detail_box, detail_status, cancel_btn, detail_md, events_table, shown_state,
-                          *dash_results.outputs, *dash_takes.outputs]
+                          *dash_results.outputs, *dash_takes.outputs, *dash_versions.outputs]
         page_outputs = [page_state, ids_state, table, page_md, *detail_outputs]
 
         def goto(delta: int | None, absolute: int | None = None):
@@ -1065,6 +1070,22 @@ def build_ui(ctx: AppContext, auth: KeyAuth | None = None, uploads: Uploads | No
         rerun_btn.click(rerun, [selected, *rerun_fields], [selected, page_state],
                         concurrency_limit=4).then(show_new, [page_state, selected], page_outputs,
                                                   show_progress="hidden")
+
+        @plain_errors
+        def make_version(job_id, style, lufs, request: gr.Request):
+            """ "Make a version with this voice": the function behind POST /api/jobs/<id>/edits (restyle)."""
+            styles = [s["name"] for s in styles_now() or []] or None
+            new_id, message = versions_panel.make_version(cfg, ctx.sessions, job_id, style, lufs,
+                                                          owner=owner_of(request), styles=styles)
+            if new_id is None:
+                gr.Warning(message)
+                return [gr.skip(), gr.skip()]
+            gr.Info(message)
+            return [new_id, 1]
+
+        dash_versions.button.click(make_version, [selected, dash_versions.style, dash_versions.lufs],
+                                   [selected, page_state], concurrency_limit=4).then(
+            show_new, [page_state, selected], page_outputs, show_progress="hidden")
 
         blocks.queue(default_concurrency_limit=4)
     return blocks

@@ -109,7 +109,8 @@ def test_openapi_document_lists_every_route(api):
     assert set(doc["paths"]) == {"/api/health", "/api/openapi.json", "/api/styles", "/api/jobs",
                                  "/api/jobs/{job_id}", "/api/jobs/{job_id}/cancel", "/api/jobs/{job_id}/rerun",
                                  "/api/jobs/{job_id}/files/{name}", "/api/jobs/{job_id}/takes",
-                                 "/api/jobs/{job_id}/takes/{take}"}
+                                 "/api/jobs/{job_id}/takes/{take}", "/api/jobs/{job_id}/edits",
+                                 "/api/jobs/{job_id}/versions"}
     body = doc["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["required"] == ["file"] and body["properties"]["file"]["format"] == "binary"
     job = upload(client).get_json()
@@ -383,7 +384,9 @@ def test_rerun_with_changed_parameters(api):
     assert resp.status_code == 201, resp.get_json()
     new = resp.get_json()
     assert new["id"] != old["id"] and resp.headers["Location"] == f"/api/jobs/{new['id']}"
-    assert new["params"] == {**old["params"], "style": "soft_warm", "randomness": 0.9}
+    assert new["params"] == {**old["params"], "style": "soft_warm", "randomness": 0.9, "edit": {
+        "kind": "rerun", "from": old["id"], "changes": {"randomness": {"from": 0.5, "to": 0.9},
+                                                        "style": {"from": "pop_bright", "to": "soft_warm"}}}}
     data = ctx.cfg.shared_data_dir
     assert (data / "input" / new["id"] / "original.wav").read_bytes() == WAV
     # Form body; an empty seed asks for a new random one; the old job can go, the new keeps its input.

@@ -140,6 +140,7 @@ CONTENT_REFUSALS = {
                   "lyrics_do_not_fit", "lyrics_not_text", "lyrics_too_long", "unsupported_language",
                   "lyrics_conflict"},
     "rerunJob": {"unknown_style", "empty_lyrics", "lyrics_do_not_fit", "lyrics_too_long", "unsupported_language"},
+    "editJob": {"unknown_style"},
 }
 
 

@@ -309,7 +309,7 @@ def test_use_this_take_requeues_the_job_and_the_dashboard_shows_it_running(app_e
     out = handlers["use_take"](job.id, 1, "", None)
     status = out[1]
     assert 'data-state="queued"' in status or 'data-state="running"' in status
-    takes_out = out[-4:]
+    takes_out = out[-9:-5]  # the Takes section's 4 outputs; the Versions section's 5 follow
     assert "Remixing take 1 (your choice)" in takes_out[1] and takes_out[3]["interactive"] is False
     done = wait_for(ctx, job.id, SUCCEEDED)
     assert takes_json(cfg, done)["chosen"] == 1
