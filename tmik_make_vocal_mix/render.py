@@ -5,6 +5,8 @@ CLI::
     python -m tmik_make_vocal_mix.render --background IN.wav --melody DIR/melody.json --out DIR2
         [--lyrics-file F] [--style NAME] [--seed N] [--target-lufs -14] [--takes 3] [--list-styles]
     python -m tmik_make_vocal_mix.render --background IN.wav --melody DIR/melody.json --out DIR2 --select-take N
+    python -m tmik_make_vocal_mix.render --edit-of PARENT_DIR --parent-melody P/melody.json --melody NEW/melody.json
+        --background IN.wav --out DIR2 [--style NAME] [--target-lufs L]   (:func:`.edit.run_edit`)
 
 ``--melody`` is the melody service's ``melody.json`` (the contract: notes with their words,
 syllables, stress, phrases and melismas; see :func:`.score.read_melody_json`). A ``melody.mid``
@@ -283,6 +285,7 @@ class Take:
     expression: dict[str, Any] = field(default_factory=dict)
     score: float = 0.0
     resung_spans: list[list[float]] = field(default_factory=list)  # seconds where it differs from its base
+    extra: dict[str, Any] = field(default_factory=dict)  # more fields for its takes.json row (an edit's origin)
 
 
 def take_score(checks: dict[str, Any]) -> float:
@@ -537,7 +540,7 @@ def takes_record(all_takes: list[Take], best: Take, reason: str, chosen_by: str)
                 "word_error_rate": tk.checks.get("word_error_rate"), "pitch_accuracy": tk.checks.get("pitch_accuracy"),
                 "expression": tk.expression,
                 "files": {"vocal": f"take{tk.take}_vocal.wav", "mix_mp3": f"take{tk.take}_mix.mp3"},
-                "checks": tk.checks} for tk in all_takes]}
+                "checks": tk.checks, **tk.extra} for tk in all_takes]}
 
 
 def _take_files(all_takes: list[Take], best: Take, result, bg_sr: int, vocal_sr: int, fx,
@@ -715,7 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "per phrase); melody.json already carries its syllables")
     parser.add_argument("--style", default=None, help="vocal style (see --list-styles; default pop_bright)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same take (default: %(default)s)")
-    parser.add_argument("--target-lufs", type=float, default=-14.0, help="master loudness (default: %(default)s)")
+    parser.add_argument("--target-lufs", type=float, default=None,
+                        help="master loudness (default: -14; with --edit-of the parent's)")
     parser.add_argument("--intelligibility-seconds", type=float, default=qc.INTELLIGIBILITY_SECONDS,
                         help="seconds of singing (from the first note, whole phrases) the word check listens to; "
                              "0 turns it off (default: the whole song)")
@@ -724,9 +728,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--select-take", type=int, default=None, metavar="N",
                         help="make take N of the render in --out the result (with the same --background, --melody "
                              "and --style); nothing is sung again")
+    parser.add_argument("--edit-of", type=Path, default=None, metavar="PARENT_DIR",
+                        help="edit the render in PARENT_DIR: sing --melody (the edited melody.json) again only where "
+                             "it differs from --parent-melody, keep the parent's chosen take elsewhere")
+    parser.add_argument("--parent-melody", type=Path, default=None,
+                        help="with --edit-of: the melody.json the parent render sang")
     parser.add_argument("--list-styles", action="store_true", help="print the vocal styles and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return parser
+
+
+def _package_render_error() -> type[Exception]:
+    """RenderError as the package's modules raise it: run as ``python -m``, this file is ``__main__`` and
+    :mod:`.edit` imports a second copy of it, whose RenderError is another class."""
+    import importlib
+
+    return importlib.import_module(f"{__package__ or 'tmik_make_vocal_mix'}.render").RenderError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -741,11 +758,22 @@ def main(argv: list[str] | None = None) -> int:
     missing = [n for n in ("background", "melody", "out") if getattr(args, n) is None]
     if missing:
         parser.error("the following arguments are required: " + ", ".join(f"--{m}" for m in missing))
+    if args.edit_of is not None and args.parent_melody is None:
+        parser.error("--edit-of needs --parent-melody (the melody.json the parent render sang)")
+    if args.edit_of is None and args.target_lufs is None:
+        args.target_lufs = -14.0
     try:
         lyrics = parse_lyrics(read_lyrics_file(args.lyrics_file)) if args.lyrics_file else None
         with cache_lock():  # numba's first use on a machine must not overlap another process' (numba#10128)
             qc.warm_up()
-        if args.select_take is not None:
+        if args.edit_of is not None:
+            from .edit import run_edit
+
+            result = run_edit(args.background, args.edit_of, args.melody, args.out, parent_melody=args.parent_melody,
+                              style=args.style, target_lufs=args.target_lufs,
+                              intelligibility_seconds=args.intelligibility_seconds,
+                              progress=lambda s, f: log.info("%3.0f%% %s", 100 * f, s))
+        elif args.select_take is not None:
             result = select_take(args.background, args.melody, args.out, args.select_take, style=args.style,
                                  target_lufs=args.target_lufs, progress=lambda s, f: log.info("%3.0f%% %s", 100 * f, s))
         else:
@@ -753,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
                                 seed=args.seed, target_lufs=args.target_lufs,
                                 intelligibility_seconds=args.intelligibility_seconds, takes=args.takes,
                                 progress=lambda s, f: log.info("%3.0f%% %s", 100 * f, s))
-    except (AudioError, ScoreError, RenderError, StyleError, LyricsError) as exc:
+    except (AudioError, ScoreError, RenderError, _package_render_error(), StyleError, LyricsError) as exc:
         print(f"error: {exc.message} [{exc.code}]", file=sys.stderr)
         return 2
     except OSError as exc:
